@@ -1,0 +1,354 @@
+"""Host programs the explorer runs: ``--host any`` and scenario files with threads.
+
+``AnyHost`` calls every SEAMCALL wrapper with every operand of a configuration, in any
+order (the untyped form: raw pages for every page operand), and lets the guest exit and
+accept pages whenever a vCPU runs.  It leaves out the host's own bookkeeping (allocator,
+HKID pool, CLFLUSH, clearing): every page counts as allocated to the TDX code and every
+HKID as taken, and only the invariant clauses the *module* guarantees are checked.  So a
+violation found here is a hole in the module's rules (or in the model), never a host bug.
+
+``ScenarioHost`` runs a scenario's common prefix, then every interleaving of its threads
+(scenario-format.md §5), with every invariant plus ``expected-status``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tdxcheck.model.actions import Action, describe
+from tdxcheck.model.compile import NOT_ENABLED, compile_functions, new_gen, predicate_source
+from tdxcheck.model.enums import HostPage
+from tdxcheck.model.expr import Expr
+from tdxcheck.model.rule import LEAVES
+from tdxcheck.model.state import Layout, Platform, State, Universe
+from tdxcheck.model.status import status_matches, status_name
+from tdxcheck.model.steps import TD_EXIT_REASONS
+
+from .engine import Engine, Violation
+from .explore import Edge
+
+# ------------------------------------------------------------------ configurations
+@dataclass(frozen=True)
+class Config:
+    """A named configuration for ``--host any``: the platform and how many of each object."""
+
+    name: str
+    platform: Platform
+    tds: int
+    vps: int
+    pages: int
+    gpas: tuple[int, ...]
+
+    def universe(self) -> Universe:
+        return Universe(
+            self.platform,
+            tuple(f"td{i}" for i in range(self.tds)),
+            tuple(f"vp{i}" for i in range(self.vps)),
+            tuple(f"p{i}" for i in range(self.pages)),
+            self.gpas,
+        )
+
+    def describe(self) -> str:
+        p = self.platform
+        return (f"{self.name}: {self.tds} TD(s), {self.vps} vCPU(s), {self.pages} pages, "
+                f"{p.hkids - 1} private HKID(s), {p.packages} package(s) x "
+                f"{p.cpus_per_package} CPU(s), GPAs {[hex(g) for g in self.gpas]}, "
+                f"S-EPT depth {p.sept_levels}, TDCS {p.tdcs_pages}, TDCX {p.tdcx_pages}")
+
+
+CONFIGS: dict[str, Config] = {
+    "tiny": Config("tiny", Platform(packages=1, cpus_per_package=1, hkids=2, tdcs_pages=1,
+                                    tdcx_pages=0, max_vcpus=1, sept_levels=2),
+                   tds=1, vps=1, pages=3, gpas=(0x0,)),
+    "default": Config("default", Platform(packages=2, cpus_per_package=1, hkids=2,
+                                          tdcs_pages=1, tdcx_pages=0, max_vcpus=1,
+                                          sept_levels=2),
+                      tds=2, vps=1, pages=4, gpas=(0x0,)),
+    "large": Config("large", Platform(packages=2, cpus_per_package=1, hkids=3, tdcs_pages=1,
+                                      tdcx_pages=0, max_vcpus=1, sept_levels=2),
+                    tds=2, vps=2, pages=6, gpas=(0x0, 0x1000)),
+}
+
+CONFIG_KEYS = ("tds", "vps", "pages", "gpas")
+
+
+def make_config(name: str, overrides: dict[str, str]) -> Config:
+    """A named configuration with ``key=value`` overrides (scenario config keys, plus
+    ``tds``, ``vps``, ``pages`` and ``gpas`` (a count: GPAs 0, 0x1000, ...))."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown configuration {name!r} (have: {', '.join(CONFIGS)})")
+    c = CONFIGS[name]
+    plat = dict(c.platform.__dict__)
+    objs: dict[str, Any] = {"tds": c.tds, "vps": c.vps, "pages": c.pages, "gpas": c.gpas}
+    for k, v in overrides.items():
+        try:
+            n = int(v, 0)
+        except ValueError:
+            raise ValueError(f"{k}={v}: not an integer") from None
+        if k in plat:
+            plat[k] = n
+        elif k == "gpas":
+            objs["gpas"] = tuple(i * 0x1000 for i in range(n))
+        elif k in objs:
+            objs[k] = n
+        else:
+            import difflib
+
+            close = difflib.get_close_matches(k, [*plat, *CONFIG_KEYS], n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ValueError(f"unknown configuration key {k!r}{hint}")
+    return Config(name if not overrides else f"{name}+" + ",".join(
+        f"{k}={v}" for k, v in overrides.items()), Platform(**plat), **objs)
+
+
+# ------------------------------------------------------------------ any host
+def any_host_actions(u: Universe) -> list[tuple[Action, Expr | None]]:
+    """Every SEAMCALL with every operand of the universe, plus the guest's own steps, each
+    with its host-side guard (a struct must be free before TDH.MNG.CREATE/VP.CREATE)."""
+    from tdxcheck.model.state import S
+
+    p = u.platform
+    pages = range(1, u.n_pages)
+    cpus = range(p.cpus)
+    out: list[tuple[Action, Expr | None]] = []
+
+    def add(step: str, kind: str, guard: Expr | None = None, cpu: int = 0, **args: Any) -> None:
+        order = {k: i for i, k in enumerate(LEAVES[kind].operands)} if kind in LEAVES else {}
+        items = tuple(sorted(args.items(), key=lambda kv: order.get(kv[0], 0)))
+        out.append((Action(step, kind, items, cpu), guard))
+
+    for t in range(len(u.tds)):
+        for pg in pages:
+            for h in range(1, p.hkids):
+                add("tdh_mng_create", "TDH.MNG.CREATE", S.tdr[t] == 0, td=t, tdr=pg, hkid=h)
+    for pg in pages:
+        for c in cpus:
+            add("tdh_mng_key_config", "TDH.MNG.KEY.CONFIG", cpu=c, tdr=pg)
+        for q in pages:
+            add("tdh_mng_addcx", "TDH.MNG.ADDCX", page=q, tdr=pg)
+        for step, kind in (("tdh_mng_init", "TDH.MNG.INIT"), ("tdh_mng_rd", "TDH.MNG.RD"),
+                           ("tdh_mng_wr", "TDH.MNG.WR"),
+                           ("tdh_mng_vpflushdone", "TDH.MNG.VPFLUSHDONE"),
+                           ("tdh_mng_key_freeid", "TDH.MNG.KEY.FREEID"),
+                           ("tdh_mem_track", "TDH.MEM.TRACK"),
+                           ("tdh_mr_finalize", "TDH.MR.FINALIZE")):
+            add(step, kind, tdr=pg)
+    for v in range(len(u.vps)):
+        for q in pages:
+            for pg in pages:
+                add("tdh_vp_create", "TDH.VP.CREATE", S.tdvpr[v] == 0, vp=v, tdvpr=q, tdr=pg)
+    for pg in pages:
+        for q in pages:
+            add("tdh_vp_addcx", "TDH.VP.ADDCX", page=q, tdvpr=pg)
+        for c in cpus:
+            for step, kind in (("tdh_vp_init", "TDH.VP.INIT"), ("tdh_vp_enter", "TDH.VP.ENTER"),
+                               ("tdh_vp_flush", "TDH.VP.FLUSH"), ("tdh_vp_rd", "TDH.VP.RD"),
+                               ("tdh_vp_wr", "TDH.VP.WR")):
+                add(step, kind, cpu=c, tdvpr=pg)
+    for c in cpus:
+        for r in (0, 1):
+            add("tdh_phymem_cache_wb", "TDH.PHYMEM.CACHE.WB", cpu=c, resume=r)
+    for pg in pages:
+        add("tdh_phymem_page_reclaim", "TDH.PHYMEM.PAGE.RECLAIM", page=pg)
+        for k in range(1, p.hkids + 1):
+            step = "tdh_phymem_page_wbinvd_tdr" if k == p.global_keyid else \
+                "tdh_phymem_page_wbinvd_hkid"
+            add(step, "TDH.PHYMEM.PAGE.WBINVD", page=pg, keyid=k)
+    for pg in pages:
+        for g in u.gpas:
+            for lv in range(p.sept_levels):
+                if g % (4096 << 9 * lv):
+                    continue
+                if lv >= 1:
+                    for q in pages:
+                        add("tdh_mem_sept_add", "TDH.MEM.SEPT.ADD", tdr=pg, gpa=g, level=lv,
+                            page=q)
+                    add("tdh_mem_sept_remove", "TDH.MEM.SEPT.REMOVE", tdr=pg, gpa=g, level=lv)
+                add("tdh_mem_range_block", "TDH.MEM.RANGE.BLOCK", tdr=pg, gpa=g, level=lv)
+                add("tdh_mem_range_unblock", "TDH.MEM.RANGE.UNBLOCK", tdr=pg, gpa=g, level=lv)
+                if lv == 0:
+                    add("tdh_mem_page_remove", "TDH.MEM.PAGE.REMOVE", tdr=pg, gpa=g, level=lv)
+            for q in pages:
+                add("tdh_mem_page_add", "TDH.MEM.PAGE.ADD", tdr=pg, gpa=g, page=q)
+                add("tdh_mem_page_aug", "TDH.MEM.PAGE.AUG", tdr=pg, gpa=g, page=q)
+            add("tdh_mr_extend", "TDH.MR.EXTEND", tdr=pg, gpa=g)
+    for v in range(len(u.vps)):
+        for reason in TD_EXIT_REASONS:
+            out.append((Action("td_exit", "td_exit", (("vp", v), ("reason", reason))), None))
+        for g in u.gpas:
+            add("guest_accept", "TDG.MEM.PAGE.ACCEPT", vp=v, gpa=g)
+    return out
+
+
+def _compile_guards(layout: Layout, guards: Sequence[Expr | None]) -> list[Any]:
+    gen = new_gen(layout)
+    srcs, names = [], []
+    for i, g in enumerate(guards):
+        if g is None:
+            names.append(None)
+            continue
+        srcs.append(predicate_source(f"g{i}", [g], layout, gen, two_state=False))
+        names.append(f"g{i}")
+    ns = compile_functions(srcs, gen) if srcs else {}
+    return [ns[n] if n else None for n in names]
+
+
+class AnyHost:
+    """``--host any``: every wrapper, every operand, any order (see the module docstring)."""
+
+    extra_bound = 0
+
+    def __init__(self, u: Universe, faults: bool = False, ablate: Sequence[str] = ()) -> None:
+        self.u = u
+        self.engine = Engine(u, ablate=ablate, only="module")
+        acts = any_host_actions(u)
+        self.actions = [a for a, _ in acts]
+        self.guards = _compile_guards(self.engine.layout, [g for _, g in acts])
+        self.edges: list[Edge] = []
+        self._table: list[tuple[Any, Any, int, int]] = []  # (fn, guard, fault, edge id)
+        for a, guard in zip(self.actions, self.guards, strict=True):
+            ca = self.engine.compiled(a)
+            self._table.append((ca, guard, -1, len(self.edges)))
+            self.edges.append(Edge(describe(a, u)))
+            if faults:
+                for k, f in enumerate(ca.rule.faults):
+                    self._table.append((ca, guard, k, len(self.edges)))
+                    self.edges.append(Edge(describe(a, u), fault=status_name(f.status)))
+        self.edge_action = []
+        for a in self.actions:
+            self.edge_action.append(a)
+            if faults:
+                self.edge_action.extend([a] * len(self.engine.compiled(a).rule.faults))
+
+    def initial(self) -> State:
+        lay = self.engine.layout
+        s = list(lay.initial())
+        for pg in range(1, self.u.n_pages):
+            s[lay.flat("host", (pg,))] = int(HostPage.TDX)
+        for h in range(1, self.u.platform.hkids):
+            s[lay.flat("host_hkid", (h,))] = 1
+        return tuple(s)
+
+    def successors(self, s: State) -> Iterator[tuple[int, int | None, State, list[Violation]]]:
+        for ca, guard, fault, eid in self._table:
+            if guard is not None and guard(s) >= 0:
+                continue
+            status, n, _where = ca.fn(s, fault)
+            if status == NOT_ENABLED:
+                continue
+            viol = []
+            for inv, msgs, fn in ca.step_invs:
+                k = fn(s, n)
+                if k >= 0:
+                    viol.append(Violation(inv.id, msgs[k], k))
+            yield eid, (status if ca.action.kind in LEAVES else None), n, viol
+
+    def state_violations(self, s: State) -> list[Violation]:
+        return self.engine.state_violations(s)
+
+    def stuck(self, s: State) -> str | None:
+        return None
+
+    def action_of(self, eid: int) -> Action:
+        return self.edge_action[eid]
+
+
+# ------------------------------------------------------------------ scenario threads
+class ScenarioHost:
+    """The prefix (thread 0), then every interleaving of the threads' steps.
+
+    The explorer's state is the model state followed by one program counter per thread.
+    A step that cannot happen yet (a ``td_exit`` of a vCPU not in the guest) waits.
+    """
+
+    def __init__(self, sc: Any, faults: bool = False, ablate: Sequence[str] = ()) -> None:
+        from .replay import actions_of, universe_of
+
+        self.sc = sc
+        self.u = universe_of(sc)
+        self.engine = Engine(self.u, ablate=ablate)
+        prefix = [s for s in sc.steps if s.thread is None]
+        self.threads: list[list[Any]] = [prefix] + [
+            [s for s in sc.steps if s.thread == t] for t in sc.threads]
+        self.names = ["(prefix)", *sc.threads]
+        self.extra_bound = max(len(t) for t in self.threads)
+        self.edges: list[Edge] = []
+        # per thread, per pc: list of (edge id, actions, fault indices per action or None)
+        self.moves: list[list[list[tuple[int, list[Action], list[int]]]]] = []
+        for ti, steps in enumerate(self.threads):
+            per_pc = []
+            for st in steps:
+                acts = actions_of(sc, self.u, st)
+                variants: list[list[int]] = []
+                if st.fault:
+                    variants.append([self.engine.compiled(a).fault_index(st.fault) or 0
+                                     for a in acts])
+                else:
+                    variants.append([-1] * len(acts))
+                    if faults and len(acts) == 1 and acts[0].is_seamcall:
+                        for k in range(len(self.engine.compiled(acts[0]).rule.faults)):
+                            variants.append([k])
+                opts = []
+                for fv in variants:
+                    fault = None
+                    if fv[0] >= 0:
+                        fault = status_name(self.engine.compiled(acts[0]).rule.faults[fv[0]].status)
+                    opts.append((len(self.edges), acts, fv))
+                    self.edges.append(Edge(st.text, ti, fault))
+                per_pc.append(opts)
+            self.moves.append(per_pc)
+        self.step_of_edge: list[Any] = []
+        for ti, steps in enumerate(self.threads):
+            for pc, st in enumerate(steps):
+                self.step_of_edge.extend([st] * len(self.moves[ti][pc]))
+        self._n = self.engine.layout.size
+
+    def initial(self) -> State:
+        return self.engine.initial() + (0,) * len(self.threads)
+
+    def successors(self, s: State) -> Iterator[tuple[int, int | None, State, list[Violation]]]:
+        n = self._n
+        model, pcs = s[:n], s[n:]
+        runnable = [0] if pcs[0] < len(self.threads[0]) else range(1, len(self.threads))
+        for ti in runnable:
+            pc = pcs[ti]
+            if pc >= len(self.threads[ti]):
+                continue
+            st = self.threads[ti][pc]
+            for eid, acts, fv in self.moves[ti][pc]:
+                cur = model
+                viol: list[Violation] = []
+                status: int | None = None
+                blocked = False
+                for a, fault in zip(acts, fv, strict=True):
+                    r = self.engine.step(cur, a, fault)
+                    if r.status == NOT_ENABLED:
+                        blocked = True
+                        break
+                    status = r.status
+                    viol.extend(r.step_violations)
+                    cur = r.state
+                if blocked:
+                    continue
+                if st.expected is not None and (
+                        status is None
+                        or not status_matches(status, st.expected, st.expected_has_opid)):
+                    got = status_name(status) if status is not None else "-"
+                    viol.append(Violation("expected-status",
+                                          f"line {st.line}: {st.text}: expected "
+                                          f"{st.expected_text}, got {got}", 0))
+                new_pcs = pcs[:ti] + (pc + 1,) + pcs[ti + 1:]
+                yield eid, status, cur + new_pcs, viol
+
+    def state_violations(self, s: State) -> list[Violation]:
+        return self.engine.state_violations(s[: self._n])
+
+    def stuck(self, s: State) -> str | None:
+        pcs = s[self._n:]
+        waiting = [f"{self.names[i]} at line {self.threads[i][pc].line}"
+                   for i, pc in enumerate(pcs) if pc < len(self.threads[i])]
+        if not waiting:
+            return None
+        return "no step can run: " + "; ".join(waiting)

@@ -1,0 +1,85 @@
+"""Reporters: turn engine results into text for people and JSON for tools.
+
+Text reads like a review mail: numbered wrapper calls with named operands, the status each
+returned, only the fields that changed, every violation in words at the step that caused
+it, and how to replay.  JSON follows scenario-format.md §6 exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tdxcheck.model.status import status_name
+
+from .replay import ReplayResult
+
+_MAX_CHANGES = 12
+
+
+def replay_text(r: ReplayResult, verbose: bool = True) -> str:
+    out: list[str] = []
+    nviol = len(r.violations)
+    for st in r.steps:
+        bad = st.violations or not st.ok
+        if not verbose and not bad:
+            continue
+        status = f" -> {status_name(st.status)}" if st.status is not None else ""
+        call = st.calls[0] if len(st.calls) == 1 else st.text
+        head = f"{st.index + 1:3d}. {call}{status}"
+        out.append(f"{head:<72} # line {st.line}")
+        if st.failed_check:
+            out.append(f"       failed check: {st.failed_check}")
+        if st.expected is not None and not st.ok:
+            out.append(f"       MISMATCH: expected {st.expected}")
+        if st.note:
+            out.append(f"       MISMATCH: {st.note}")
+        shown = st.changes[:_MAX_CHANGES]
+        for c in shown:
+            out.append(f"       {c.label}: {c.old} -> {c.new}")
+        if len(st.changes) > len(shown):
+            out.append(f"       ... and {len(st.changes) - len(shown)} more fields")
+        for v in st.violations:
+            out.append(f"   !! {r.file}:{st.line}: [{v.invariant}] {v.message}")
+    verdict = "ok" if r.ok else "FAILED"
+    out.append("")
+    out.append(f"{r.file}: {len(r.steps)} steps, {nviol} violation(s), "
+               f"{len(r.mismatches)} mismatch(es): {verdict}")
+    for st, v in r.violations:
+        out.append(f"{r.file}:{st.line}: error: [{v.invariant}] violated at step {st.index + 1}: "
+                   f"{v.message}")
+    for m in r.mismatches:
+        out.append(f"{r.file}:{m.line}: error: step {m.step_index + 1}: {m.message}")
+    if not r.ok:
+        out.append(f"reproduce: tdxcheck replay {r.file}")
+    return "\n".join(out)
+
+
+def replay_json(r: ReplayResult) -> dict[str, Any]:
+    return {
+        "steps": [
+            {
+                "line": st.line,
+                "step": st.text,
+                "status": status_name(st.status) if st.status is not None else None,
+                "status_code": st.status,
+                "expected": st.expected,
+                "ok": st.ok,
+            }
+            for st in r.steps
+        ],
+        "violations": [
+            {"invariant": v.invariant, "line": st.line, "step_index": st.index,
+             "message": v.message}
+            for st, v in r.violations
+        ],
+        "mismatches": [
+            {"line": m.line, "step_index": m.step_index, "expected": m.expected,
+             "actual": m.actual, "message": m.message}
+            for m in r.mismatches
+        ],
+    }
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False)

@@ -1,0 +1,395 @@
+"""The invariants of scenario-format.md §4, and the module's own structural invariants.
+
+Each ``invariant(...)`` below is one id.  The headline ones (``no-double-assignment``,
+``flush-before-reclaim``, ``keyid-after-vpflushdone``, ``flush-before-alloc``,
+``clear-before-reuse``, ``no-leak``) are the contract's; the structural ones come from
+tdx-reference.md §11 ("Useful invariants to assert") and §7.
+"""
+
+from __future__ import annotations
+
+from tdxcheck.model.actions import Action
+from tdxcheck.model.checks import keyid_lines, tlb_tracked
+from tdxcheck.model.enums import HostPage, KotState, OpState, PageType, TdLifecycle
+from tdxcheck.model.expr import And, Expr, If, Implies, Not, Or, lift
+from tdxcheck.model.rule import LEAVES
+from tdxcheck.model.state import POST, S, Universe
+
+from .base import Clause, Invariant, invariant
+
+_LC = TdLifecycle
+_HOLDS_KEY = (_LC.TD_HKID_ASSIGNED, _LC.TD_KEYS_CONFIGURED, _LC.TD_BLOCKED)
+_CHILD_TYPES = (PageType.PT_TDCX, PageType.PT_TDVPR, PageType.PT_EPT, PageType.PT_REG)
+_MODULE_OWNED = (PageType.PT_REG, PageType.PT_TDR, PageType.PT_TDCX, PageType.PT_TDVPR,
+                 PageType.PT_EPT)
+
+
+def live(t: int) -> Expr:
+    """TD slot ``t`` holds a TD (its TDR has not been reclaimed)."""
+    return S.tdr[t] != 0
+
+
+def private_lines(u: Universe) -> int:
+    """Dirty-map bits of every private KeyID: the HKIDs and the module's global KeyID."""
+    p = u.platform
+    mask = 0
+    for k in range(1, p.hkids + 1):
+        mask |= ((1 << p.packages) - 1) << (k * p.packages)
+    return mask
+
+
+def _pages(u: Universe) -> range:
+    return range(1, u.n_pages)
+
+
+def _taken(page: int) -> Expr:
+    """The step made ``page`` a module page (PT_NDA before, owned after)."""
+    return And(S.pt[page] == PageType.PT_NDA, POST.pt[page] != PageType.PT_NDA)
+
+
+def _handed_pages(a: Action) -> list[int]:
+    if a.kind not in LEAVES:
+        return []
+    return [a.arg(h) for h in LEAVES[a.kind].hands]
+
+
+# ---------------------------------------------------------------------------------------
+def _nda_state(u: Universe) -> list[Clause]:
+    out = []
+    for p in _pages(u):
+        out.append(Clause(
+            Implies(S.pt[p].isin(_MODULE_OWNED), S.host[p] == HostPage.TDX),
+            f"page {u.page_name(p)} is owned by the module but the kernel allocator holds it"))
+    ts = range(len(u.tds))
+    for t1 in ts:
+        for t2 in ts:
+            if t1 < t2:
+                holds = And(live(t1), live(t2), S.lifecycle[t1].isin(_HOLDS_KEY),
+                            S.lifecycle[t2].isin(_HOLDS_KEY), S.hkid[t1] == S.hkid[t2])
+                out.append(Clause(Not(holds),
+                                  f"{u.tds[t1]} and {u.tds[t2]} hold the same HKID at once",
+                                  by="module"))
+    return out
+
+
+def _nda_step(u: Universe, a: Action) -> list[Clause]:
+    out: list[Clause] = []
+    if a.kind in ("host_write", "clear_page"):
+        p = a.arg("page")
+        out.append(Clause(Not(S.pt[p].isin(_MODULE_OWNED)),
+                          f"the host wrote page {u.page_name(p)} while the module owns it"))
+    if a.kind == "page_alloc":
+        p = a.arg("page")
+        out.append(Clause(S.host[p] == HostPage.KERNEL,
+                          f"page {u.page_name(p)} was allocated to TDX a second time"))
+    if a.kind == "hkid_alloc":
+        h = a.arg("hkid")
+        out.append(Clause(S.host_hkid[h] == 0, f"HKID {h} was taken from the pool twice"))
+    if a.kind == "TDH.MNG.CREATE":
+        h, tdr = a.arg("hkid"), a.arg("tdr")
+        out.append(Clause(Implies(_taken(tdr), S.host_hkid[h] == 1),
+                          f"TDH.MNG.CREATE used HKID {h}, which the host has not allocated"))
+    for p in _handed_pages(a):
+        out.append(Clause(Implies(_taken(p), S.host[p] == HostPage.TDX),
+                          f"the module took page {u.page_name(p)}, which the kernel has not "
+                          "allocated to the TDX code"))
+    return out
+
+
+NO_DOUBLE_ASSIGNMENT = invariant(Invariant(
+    id="no-double-assignment",
+    summary="a page or KeyID is never held by two owners at once",
+    guarantee="host",
+    source="scenario-format.md §4; PAMT single owner (pamt_manager.h), KOT (tdh_mng_create.c)",
+    state=_nda_state,
+    step=_nda_step,
+    depends_on=("mng.create.hkid_free", "mng.create.tdr.pt"),
+))
+
+
+# ---------------------------------------------------------------------------------------
+def _fbr_step(u: Universe, a: Action) -> list[Clause]:
+    priv = private_lines(u)
+    out: list[Clause] = []
+    if a.kind in ("host_write", "clear_page", "page_free"):
+        p = a.arg("page")
+        out.append(Clause((S.dirty[p] & priv) == 0,
+                          f"{a.step} of page {u.page_name(p)} while dirty lines under a private "
+                          "KeyID remain for it (a later write-back would overwrite the host's "
+                          "data)"))
+    for p in _handed_pages(a):
+        out.append(Clause(Implies(_taken(p), (S.dirty[p] & priv) == 0),
+                          f"page {u.page_name(p)} was handed to the module again while dirty "
+                          "lines under a private KeyID remain for it"))
+    return out
+
+
+FLUSH_BEFORE_RECLAIM = invariant(Invariant(
+    id="flush-before-reclaim",
+    summary="a page that left the module is not reused while private-KeyID lines remain",
+    guarantee="host",
+    source="tdx-reference.md §9 (LK tdx_sept_drop_private_spte, tdx_reclaim_td_control_pages)",
+    step=_fbr_step,
+))
+
+
+# ---------------------------------------------------------------------------------------
+def _kav_state(u: Universe) -> list[Clause]:
+    p = u.platform
+    out = []
+    for h in range(1, p.hkids):
+        free = S.kot_state[h] == KotState.KOT_STATE_HKID_FREE
+        lines = keyid_lines(p.packages, h)
+        for pg in _pages(u):
+            out.append(Clause(Implies(free, (S.dirty[pg] & lines) == 0),
+                              f"the KOT says HKID {h} is free while page {u.page_name(pg)} may "
+                              f"still hold dirty lines under it"))
+        for v in range(len(u.vps)):
+            t = S.owner[S.tdvpr[v]]
+            assoc = And(S.tdvpr[v] != 0, S.assoc[v] != 0, S.hkid[t] == h)
+            out.append(Clause(Implies(free, Not(assoc)),
+                              f"the KOT says HKID {h} is free while {u.vps[v]} is still "
+                              "associated with an LP (its cached VMCS is written back under "
+                              "that HKID on the next flush)"))
+    return out
+
+
+def _kav_step(u: Universe, a: Action) -> list[Clause]:
+    if a.kind == "hkid_free":
+        h = a.arg("hkid")
+        return [Clause(S.kot_state[h] == KotState.KOT_STATE_HKID_FREE,
+                       f"HKID {h} went back to the host pool before its TD passed "
+                       "VPFLUSHDONE, CACHE.WB on every package and KEY.FREEID", by="host")]
+    if a.kind == "TDH.MNG.CREATE":
+        h, tdr = a.arg("hkid"), a.arg("tdr")
+        return [Clause(Implies(_taken(tdr), S.kot_state[h] == KotState.KOT_STATE_HKID_FREE),
+                       f"HKID {h} was reassigned before its previous TD freed it")]
+    return []
+
+
+KEYID_AFTER_VPFLUSHDONE = invariant(Invariant(
+    id="keyid-after-vpflushdone",
+    summary="an HKID is free only after VPFLUSHDONE, CACHE.WB on every package and FREEID",
+    guarantee="module",
+    source="tdh_mng_vpflushdone.c, tdh_phymem_cache_wb.c, tdh_mng_key_freeid.c (§6.10-§6.12)",
+    state=_kav_state,
+    step=_kav_step,
+    depends_on=("mng.key_freeid.wbinvd_done", "mng.vpflushdone.no_assoc_vcpus",
+                "mng.key_freeid.blocked"),
+))
+
+
+# ---------------------------------------------------------------------------------------
+def _fba_step(u: Universe, a: Action) -> list[Clause]:
+    if not u.platform.clflush_before_alloc:
+        return []
+    k0 = keyid_lines(u.platform.packages, 0)
+    return [Clause(Implies(_taken(p), (POST.dirty[p] & k0) == 0),
+                   f"the module took page {u.page_name(p)} while it may hold dirty KeyID-0 "
+                   "lines (no CLFLUSH before handing it over)")
+            for p in _handed_pages(a)]
+
+
+FLUSH_BEFORE_ALLOC = invariant(Invariant(
+    id="flush-before-alloc",
+    summary="the module never takes a page with dirty KeyID-0 lines",
+    guarantee="host",
+    source="tdx-reference.md §9 (CLFLUSH_BEFORE_ALLOC; LH tdx_clflush_page)",
+    step=_fba_step,
+))
+
+
+def _cbr_step(u: Universe, a: Action) -> list[Clause]:
+    if not u.platform.clear_before_reuse or a.kind not in ("host_write", "page_free"):
+        return []
+    p = a.arg("page")
+    return [Clause(S.uncleared[p] == 0,
+                   f"{a.step} of page {u.page_name(p)}, which left the module and has not "
+                   "been cleared with MOVDIR64B")]
+
+
+CLEAR_BEFORE_REUSE = invariant(Invariant(
+    id="clear-before-reuse",
+    summary="a page that left the module is cleared before the host writes or frees it",
+    guarantee="host",
+    source="tdx-reference.md §9 (LK tdx_clear_page)",
+    step=_cbr_step,
+))
+
+
+def _leak_state(u: Universe) -> list[Clause]:
+    armed = S.leak_armed[0] == 1
+    out = []
+    for p in _pages(u):
+        out.append(Clause(Implies(armed, S.host[p] == HostPage.KERNEL),
+                          f"page {u.page_name(p)} is still allocated to the TDX code"))
+        out.append(Clause(Implies(armed, S.pt[p] == PageType.PT_NDA),
+                          f"page {u.page_name(p)} is still owned by the module"))
+    for h in range(1, u.platform.hkids):
+        out.append(Clause(Implies(armed, S.host_hkid[h] == 0),
+                          f"HKID {h} is not back in the host pool"))
+    return out
+
+
+NO_LEAK = invariant(Invariant(
+    id="no-leak",
+    summary="after check_no_leak nothing is still held",
+    guarantee="host",
+    source="scenario-format.md §4",
+    state=_leak_state,
+))
+
+
+# --------------------------------------------------------------------------- structural
+def _owner_state(u: Universe) -> list[Clause]:
+    out = []
+    for p in _pages(u):
+        t = S.owner[p]
+        out.append(Clause(
+            Implies(S.pt[p].isin(_CHILD_TYPES),
+                    And(S.tdr[t] != 0, S.pt[S.tdr[t]] == PageType.PT_TDR)),
+            f"page {u.page_name(p)} belongs to a TD whose TDR is gone"))
+        out.append(Clause(Implies(S.pt[p] == PageType.PT_TDR, S.tdr[t] == p),
+                          f"TDR page {u.page_name(p)} is not its TD's TDR"))
+    return out
+
+
+invariant(Invariant(
+    id="pamt-owner-live",
+    summary="every TD page's PAMT owner is a live TDR",
+    guarantee="module",
+    source="tdx-reference.md §11 item 1 (pamt_manager.h)",
+    state=_owner_state,
+    depends_on=("phymem.page_reclaim.no_children",),
+))
+
+
+def _count(terms: list[Expr]) -> Expr:
+    total: Expr = lift(0)
+    for x in terms:
+        total = total + If(x, 1, 0)
+    return total
+
+
+def _chldcnt_state(u: Universe) -> list[Clause]:
+    out = []
+    for t in range(len(u.tds)):
+        owned = [And(S.pt[p].isin(_CHILD_TYPES), S.owner[p] == t) for p in _pages(u)]
+        out.append(Clause(Implies(live(t), S.chldcnt[t] == _count(owned)),
+                          f"{u.tds[t]}.chldcnt differs from the number of pages it owns"))
+    return out
+
+
+invariant(Invariant(
+    id="chldcnt-matches-pages",
+    summary="TDR.chldcnt equals the number of pages the TD owns",
+    guarantee="module",
+    source="tdx-reference.md §7.5, §11 item 1",
+    state=_chldcnt_state,
+))
+
+
+def _kot_state(u: Universe) -> list[Clause]:
+    out = []
+    for h in range(1, u.platform.hkids):
+        held = Or(*(And(live(t), S.hkid[t] == h, S.lifecycle[t].isin(_HOLDS_KEY))
+                    for t in range(len(u.tds))))
+        in_use = S.kot_state[h].isin((KotState.KOT_STATE_HKID_ASSIGNED,
+                                      KotState.KOT_STATE_HKID_FLUSHED))
+        out.append(Clause(in_use == held,
+                          f"KOT state of HKID {h} disagrees with the TDs' lifecycles"))
+    for t in range(len(u.tds)):
+        h = S.hkid[t]
+        out.append(Clause(
+            Implies(And(live(t), S.lifecycle[t] == _LC.TD_BLOCKED),
+                    S.kot_state[h] == KotState.KOT_STATE_HKID_FLUSHED),
+            f"{u.tds[t]} is TD_BLOCKED but its HKID is not HKID_FLUSHED"))
+        out.append(Clause(
+            Implies(And(live(t), S.lifecycle[t].isin((_LC.TD_HKID_ASSIGNED,
+                                                       _LC.TD_KEYS_CONFIGURED))),
+                    S.kot_state[h] == KotState.KOT_STATE_HKID_ASSIGNED),
+            f"{u.tds[t]} holds its HKID but the KOT does not say HKID_ASSIGNED"))
+    return out
+
+
+invariant(Invariant(
+    id="kot-matches-lifecycle",
+    summary="the KOT state of each HKID agrees with the lifecycle of the TD holding it",
+    guarantee="module",
+    source="tdx-reference.md §7.1, §11 items 2 and 4",
+    state=_kot_state,
+))
+
+
+def _assoc_state(u: Universe) -> list[Clause]:
+    out = []
+    for t in range(len(u.tds)):
+        mine = [And(S.tdvpr[v] != 0, S.owner[S.tdvpr[v]] == t, S.assoc[v] != 0)
+                for v in range(len(u.vps))]
+        out.append(Clause(
+            Implies(And(live(t), S.op_state[t] != OpState.OP_STATE_UNINITIALIZED),
+                    S.num_assoc[t] == _count(mine)),
+            f"{u.tds[t]}.num_assoc_vcpus differs from its associated vCPUs"))
+    return out
+
+
+invariant(Invariant(
+    id="assoc-count-matches",
+    summary="num_assoc_vcpus equals the number of the TD's vCPUs associated with an LP",
+    guarantee="module",
+    source="tdx-reference.md §3.7, §11 item 5",
+    state=_assoc_state,
+))
+
+
+def _keys_state(u: Universe) -> list[Clause]:
+    allp = u.platform.all_packages
+    return [Clause(Implies(And(live(t), S.lifecycle[t] == _LC.TD_KEYS_CONFIGURED),
+                           S.pkg_config[t] == allp),
+                   f"{u.tds[t]} is TD_KEYS_CONFIGURED but not every package is configured")
+            for t in range(len(u.tds))]
+
+
+invariant(Invariant(
+    id="keys-configured-all-packages",
+    summary="KEYS_CONFIGURED means the key is configured on every package",
+    guarantee="module",
+    source="tdh_mng_key_config.c; tdx-reference.md §8, §11 item 3",
+    state=_keys_state,
+))
+
+
+def _tlb_step(u: Universe, a: Action) -> list[Clause]:
+    if a.kind not in ("TDH.MEM.PAGE.REMOVE", "TDH.MEM.SEPT.REMOVE"):
+        return []
+    tdr, gpa, level = a.arg("tdr"), a.arg("gpa"), a.arg("level")
+    try:
+        e = u.entry(gpa, level)
+    except ValueError:
+        return []
+    t = S.owner[tdr]
+    page = S.sept_page[t, e]
+    removed = And(S.pt[tdr] == PageType.PT_TDR, S.pt[page] != PageType.PT_NDA,
+                  POST.pt[page] == PageType.PT_NDA)
+    out = []
+    for v in range(len(u.vps)):
+        running = And(S.tdvpr[v] != 0, S.owner[S.tdvpr[v]] == t, S.in_guest[v] == 1)
+        # entered after the block: its epoch is newer than the page's block epoch
+        vage = If(S.vepoch[v] == S.epoch[t], 0, 1)
+        out.append(Clause(
+            Implies(And(removed, running), vage < S.bepoch_age[page]),
+            f"a page left {a.step}'s TD while {u.vps[v]} runs in the guest and may still hold "
+            "a TLB translation to it (no BLOCK + TRACK + exit since)"))
+    return out
+
+
+invariant(Invariant(
+    id="tlb-tracked-before-remove",
+    summary="no running vCPU can still translate to a page the TD has removed",
+    guarantee="module",
+    source="tdh_mem_page_remove.c, is_tlb_tracked (helpers.h); tdx-reference.md §3.6, §7.6",
+    step=_tlb_step,
+    depends_on=("mem.page_remove.blocked", "mem.page_remove.tlb_tracked"),
+))
+
+_ = tlb_tracked  # the module's own tracking test; the invariant states the goal instead
