@@ -12,8 +12,9 @@ import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-EXIT_OK, EXIT_VIOLATED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_VIOLATED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,10 +35,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from .report import dumps, replay_json, replay_text
     from .scenario import ScenarioError, parse_file
 
+    from .engine import Engine
+    from .replay import universe_of
+
     path = args.file or str(builtin_scenario("kvm-lifecycle"))
     try:
         sc = parse_file(path)
-        result = replay(sc)
+        result = replay(sc, Engine(universe_of(sc), ablate=args.ablate) if args.ablate else None)
     except ScenarioError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
@@ -46,6 +50,92 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     else:
         print(replay_text(result, verbose=not args.quiet))
     return EXIT_OK if result.ok else EXIT_VIOLATED
+
+
+def _progress_printer() -> Any:
+    tty = sys.stderr.isatty()
+
+    def show(d: dict[str, float]) -> None:
+        rate = d["states"] / d["seconds"] if d["seconds"] else 0.0
+        line = (f"progress: {int(d['states']):,} states, queue {int(d['queue']):,}, "
+                f"depth {int(d['depth'])}, {rate:,.0f} states/s, {d['seconds']:.0f}s")
+        print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr,
+              flush=True)
+
+    return show
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .check import run_check
+    from .explore import Limits
+    from .programs import make_config
+    from .report import counterexample_text, dumps, explore_json
+    from .scenario import ScenarioError, parse_file
+
+    files = [a for a in args.args if "=" not in a]
+    overrides = dict(a.split("=", 1) for a in args.args if "=" in a)
+    if len(files) > 1:
+        print(f"tdxcheck: error: one scenario file at most (got {' '.join(files)})",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if files and args.host == "any":
+        print("tdxcheck: error: give a scenario file or --host any, not both", file=sys.stderr)
+        return EXIT_USAGE
+    sc = config = None
+    try:
+        if files:
+            if overrides:
+                raise ValueError("key=value overrides apply to --host any; a scenario sets "
+                                 "its own config line")
+            sc = parse_file(files[0])
+        else:
+            config = make_config(args.config, overrides)
+        run = run_check(
+            scenario=sc, config=config, faults=args.faults,
+            symmetry=False if args.no_symmetry else None, all_violations=args.all,
+            fingerprint=args.fingerprint,
+            limits=Limits(args.max_states, args.max_depth, args.time_limit),
+            ablate=args.ablate, trace_out=Path(args.trace_out) if args.trace_out else None,
+            progress=None if args.quiet else _progress_printer())
+    except ScenarioError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as e:
+        print(f"tdxcheck: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.quiet and sys.stderr.isatty():
+        print(file=sys.stderr)
+    r = run.result
+    missing = run.witnesses_missing if r.verdict == "holds" else []
+    if args.json:
+        wit = [{"id": w, "reached": cx is not None, "length": cx.length if cx else None}
+               for w, cx in r.witnesses.items()]
+        print(dumps(explore_json(r, run.labels, wit)))
+    else:
+        print(f"tdxcheck check: {run.title}")
+        sym = "on" if run.symmetry else "off"
+        print(f"verdict: {r.verdict}" + (f" ({r.reason})" if r.reason else ""))
+        print(f"states: {r.states:,} (symmetry {sym}), transitions: {r.transitions:,}, "
+              f"depth: {r.depth}, {r.seconds:.1f}s, {r.states_per_second:,.0f} states/s, "
+              f"peak memory {run.peak_rss_mib:,.0f} MiB")
+        if r.fingerprint_collision_probability is not None:
+            print(f"fingerprints: 64-bit; chance that a collision hid a state "
+                  f"<= {r.fingerprint_collision_probability:.2e}")
+        for i, (cx, labels) in enumerate(zip(r.violations, run.labels, strict=True)):
+            abl = "".join(f" --ablate {a}" for a in args.ablate)
+            repro = (f"tdxcheck replay {run.files[i][0]}{abl}" if run.files
+                     else "rerun with --trace-out DIR to get a replayable .tdx")
+            print()
+            print(counterexample_text(run.prog, cx, labels, repro))
+        if r.witnesses:
+            reached = [w for w, cx in r.witnesses.items() if cx is not None]
+            print(f"witnesses reached: {len(reached)}/{len(r.witnesses)}"
+                  + (f"; NOT reached: {', '.join(missing)}" if missing else ""))
+    if r.verdict == "violated" or missing:
+        return EXIT_VIOLATED
+    if r.verdict == "incomplete":
+        return EXIT_INCOMPLETE
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +147,37 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the JSON result (§6)")
     r.add_argument("-q", "--quiet", action="store_true",
                    help="print only steps with a violation or a mismatch")
+    r.add_argument("--ablate", action="append", default=[], metavar="CHECK",
+                   help="replay with a module check removed (as the check run that wrote it)")
     r.set_defaults(fn=_cmd_replay)
+
+    c = sub.add_parser("check", help="explore every reachable state (breadth-first)",
+                       description="Explore every run of a host program: --host any (the "
+                       "default) or the threads of a scenario file. Exit 0 holds, 1 "
+                       "violated (or a witness not reached), 2 bad input, 3 incomplete.")
+    c.add_argument("args", nargs="*", metavar="FILE | key=value",
+                   help="a scenario file with thread blocks, or config overrides for --host "
+                   "any (scenario config keys, plus tds, vps, pages, gpas)")
+    c.add_argument("--host", choices=("any",), default=None,
+                   help="the host program to explore (default: any, unless a FILE is given)")
+    c.add_argument("--config", default="default", help="tiny | default | large")
+    c.add_argument("--faults", action="store_true",
+                   help="let every SEAMCALL fail at each of its fault points")
+    c.add_argument("--all", action="store_true",
+                   help="one shortest trace per violated invariant (default: stop at first)")
+    c.add_argument("--no-symmetry", action="store_true", help="turn symmetry reduction off")
+    c.add_argument("--fingerprint", action="store_true",
+                   help="store 64-bit fingerprints instead of exact states")
+    c.add_argument("--max-states", type=int, default=None)
+    c.add_argument("--max-depth", type=int, default=None)
+    c.add_argument("--time-limit", type=float, default=None, metavar="SECONDS")
+    c.add_argument("--ablate", action="append", default=[], metavar="CHECK",
+                   help="remove a module check by name (e.g. mng.key_freeid.wbinvd_done)")
+    c.add_argument("--trace-out", metavar="DIR",
+                   help="write each counterexample as DIR/<invariant>.tdx and .itf.json")
+    c.add_argument("--json", action="store_true", help="print the result as JSON")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    c.set_defaults(fn=_cmd_check)
     return p
 
 

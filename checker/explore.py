@@ -1,14 +1,17 @@
 """Explicit-state explorer: breadth-first over every reachable state of a host program.
 
 Breadth-first, so the first violation found of each invariant has a shortest trace.
-States are stored exactly, packed into ``bytes``; each stored state keeps its parent and
-the edge that reached it, which is all a trace needs.  A run that stops on a limit says
-``incomplete``: never ``holds``.  The engine returns data (``ExploreResult``); reporters
-print it.
+Storage is exact by default: each visited state is kept as its bit-packed encoding (a few
+dozen bytes) in a set; an optional fingerprint mode keeps a 64-bit hash instead and
+reports the chance that a collision hid a state.  Each state also keeps its parent and the
+edge that reached it (two ints), which is all a trace needs: traces are rebuilt by
+re-running the edges from the initial state.  A run that stops on a limit says
+``incomplete``, never ``holds``.  The engine returns data; reporters print it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from array import array
 from collections import deque
@@ -32,6 +35,9 @@ class Edge:
     fault: str | None = None
 
 
+Succ = tuple[int, "int | None", State, list[Violation]]
+
+
 class Program(Protocol):
     """What the explorer explores: an initial state and labelled successors."""
 
@@ -40,14 +46,22 @@ class Program(Protocol):
 
     def initial(self) -> State: ...
 
-    def successors(self, s: State) -> Iterator[tuple[int, int | None, State, list[Violation]]]:
+    def successors(self, s: State) -> Iterator[Succ]:
         """(edge id, status, next state, violations of this step)."""
+        ...
+
+    def apply_edge(self, s: State, eid: int) -> Succ | None:
+        """The one successor of ``s`` by edge ``eid`` (None if not enabled)."""
         ...
 
     def state_violations(self, s: State) -> list[Violation]: ...
 
     def stuck(self, s: State) -> str | None:
         """A message if ``s`` has no successor but should (a deadlock), else None."""
+        ...
+
+    def bounds(self) -> list[int]:
+        """The largest value of each cell of the program's state (for packing)."""
         ...
 
 
@@ -72,7 +86,10 @@ class ExploreResult:
     depth: int
     seconds: float
     violations: list[Counterexample] = field(default_factory=list)
+    witnesses: dict[str, Counterexample | None] = field(default_factory=dict)
     peak_queue: int = 0
+    bytes_per_state: float = 0.0
+    fingerprint_collision_probability: float | None = None
 
     @property
     def states_per_second(self) -> float:
@@ -89,13 +106,27 @@ class Limits:
 Progress = Callable[[dict[str, float]], None]
 
 
-def _packer(width: int) -> tuple[Callable[[State], bytes], Callable[[bytes], State]]:
-    if width <= 255:
-        return bytes, tuple
-    if width <= 0xFFFF:
-        return (lambda s: array("H", s).tobytes(),
-                lambda b: tuple(array("H", b)))
-    return (lambda s: array("L", s).tobytes(), lambda b: tuple(array("L", b)))
+def make_packer(bounds: Sequence[int]) -> tuple[Callable[[State], bytes],
+                                                Callable[[bytes], State]]:
+    """Generated straight-line bit packing of a state into the fewest whole bytes."""
+    widths = [max(b, 1).bit_length() for b in bounds]
+    total = sum(widths)
+    nbytes = max(1, (total + 7) // 8)
+    parts, outs, off = [], [], 0
+    for i, w in enumerate(widths):
+        parts.append(f"(s[{i}] << {off})" if off else f"s[{i}]")
+        outs.append(f"(x >> {off}) & {(1 << w) - 1}" if off else f"x & {(1 << w) - 1}")
+        off += w
+    src = (f"def pack(s):\n    return ({' | '.join(parts)}).to_bytes({nbytes}, 'little')\n"
+           f"def unpack(b):\n    x = int.from_bytes(b, 'little')\n"
+           f"    return ({', '.join(outs)},)\n")
+    ns: dict[str, Callable[..., object]] = {}
+    exec(compile(src, "<packer>", "exec"), ns)  # noqa: S102 - generated from bounds only
+    return ns["pack"], ns["unpack"]  # type: ignore[return-value]
+
+
+def _fingerprint(key: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
 
 
 def explore(
@@ -104,91 +135,96 @@ def explore(
     stop_at_first: bool = True,
     progress: Progress | None = None,
     progress_every: float = 2.0,
+    canon: Callable[[State], State] | None = None,
+    fingerprint: bool = False,
+    witnesses: Callable[[State], list[str]] | None = None,
+    witness_ids: Sequence[str] = (),
 ) -> ExploreResult:
-    """Breadth-first search of ``prog`` checking every invariant on every state and step."""
+    """Breadth-first search of ``prog`` checking every invariant on every state and step.
+
+    With ``canon`` (symmetry reduction) only one canonical state per orbit is stored and
+    expanded; counterexamples are turned back into concrete runs from the initial state.
+    """
     t0 = time.monotonic()
-    lay = prog.engine.layout
-    width = max((lay.value_bound(lay.field_of(i)) for i in range(lay.size)), default=0)
-    width = max(width, getattr(prog, "extra_bound", 0))
-    pack, unpack = _packer(width)
-    init = prog.initial()
-    index: dict[bytes, int] = {pack(init): 0}
-    order: list[bytes] = [pack(init)]
-    parent = array("l", [-1])
-    via = array("l", [-1])
-    vstat: list[int | None] = [None]
-    depth_of = array("l", [0])
-    queue: deque[int] = deque([0])
-    found: dict[str, Counterexample] = {}
+    pack, unpack = make_packer(prog.bounds())
+    norm: Callable[[State], State] = canon if canon is not None else (lambda x: x)
+    init = norm(prog.initial())
+    k0 = pack(init)
+    seen: set[bytes] | set[int] = {_fingerprint(k0)} if fingerprint else {k0}  # type: ignore[assignment]
+    parent = array("i", [-1])
+    via = array("i", [-1])
+    queue: deque[tuple[int, bytes]] = deque([(0, k0)])
+    found: dict[str, tuple[int, list[int], str]] = {}  # invariant -> (state idx, tail, msg)
     transitions = 0
-    max_depth = 0
+    depth = 0
+    level_end = 0  # index of the last state of the current BFS level
     reason = ""
     next_report = t0 + progress_every
     peak = 1
+    n_states = 1
 
-    def trace(i: int, extra: tuple[int, int | None, State] | None) -> tuple[
-            list[tuple[int, int | None]], list[State]]:
-        path: list[tuple[int, int | None]] = []
-        sts: list[State] = []
-        j = i
-        while j >= 0:
-            sts.append(unpack(order[j]))
-            if parent[j] >= 0:
-                path.append((via[j], vstat[j]))
-            j = parent[j]
-        path.reverse()
-        sts.reverse()
-        if extra is not None:
-            path.append((extra[0], extra[1]))
-            sts.append(extra[2])
-        return path, sts
-
-    def record(viol: list[Violation], i: int, extra: tuple[int, int | None, State] | None
-               ) -> bool:
+    def record(viol: list[Violation], i: int, tail: list[int]) -> bool:
         for v in viol:
             if v.invariant not in found:
-                path, sts = trace(i, extra)
-                found[v.invariant] = Counterexample(v.invariant, v.message, path, sts)
+                found[v.invariant] = (i, tail, v.message)
         return bool(found) and stop_at_first
 
-    stop = record(prog.state_violations(init), 0, None)
+    reached: dict[str, int] = {}
+    todo = set(witness_ids)
+
+    def reach(st: State, j: int) -> None:
+        assert witnesses is not None
+        for w in witnesses(st):
+            if w in todo:
+                todo.discard(w)
+                reached[w] = j
+
+    if witnesses is not None and todo:
+        reach(init, 0)
+    stop = record(prog.state_violations(init), 0, [])
+    generated = 1
     while queue and not stop:
-        i = queue.popleft()
-        d = depth_of[i]
-        if limits.max_depth is not None and d >= limits.max_depth:
+        i, key = queue.popleft()
+        if i > level_end:
+            depth += 1
+            level_end = n_states - 1
+        if limits.max_depth is not None and depth >= limits.max_depth:
             reason = reason or f"depth bound {limits.max_depth} reached"
             continue
-        s = unpack(order[i])
+        s = unpack(key)
         any_succ = False
-        for eid, status, n, viol in prog.successors(s):
+        for eid, _status, n, viol in prog.successors(s):
             any_succ = True
             transitions += 1
-            if viol and record(viol, i, (eid, status, n)):
+            if viol and record(viol, i, [eid]):
                 stop = True
                 break
-            key = pack(n)
-            if key in index:
+            if n is s:  # an error status that changed nothing: a self-loop
                 continue
-            j = len(order)
-            index[key] = j
-            order.append(key)
+            generated += 1
+            kn = pack(norm(n))
+            m = _fingerprint(kn) if fingerprint else kn
+            if m in seen:
+                continue
+            seen.add(m)  # type: ignore[arg-type]
+            j = n_states
+            n_states += 1
             parent.append(i)
             via.append(eid)
-            vstat.append(status)
-            depth_of.append(d + 1)
-            max_depth = max(max_depth, d + 1)
-            queue.append(j)
+            queue.append((j, kn))
+            if todo:
+                reach(n, j)
             sv = prog.state_violations(n)
-            if sv and record(sv, j, None):
+            if sv and record(sv, j, []):
                 stop = True
                 break
-            if limits.max_states is not None and len(order) >= limits.max_states:
+            if limits.max_states is not None and n_states >= limits.max_states:
                 reason = f"state limit {limits.max_states} reached"
                 stop = True
                 break
         if not any_succ and not stop:
             msg = prog.stuck(s)
-            if msg and record([Violation("deadlock", msg, 0)], i, None):
+            if msg and record([Violation("deadlock", msg, 0)], i, []):
                 stop = True
         peak = max(peak, len(queue))
         now = time.monotonic()
@@ -197,7 +233,7 @@ def explore(
             break
         if progress is not None and now >= next_report:
             next_report = now + progress_every
-            progress({"states": len(order), "queue": len(queue), "depth": d,
+            progress({"states": n_states, "queue": len(queue), "depth": depth,
                       "transitions": transitions, "seconds": now - t0})
     seconds = time.monotonic() - t0
     if found:
@@ -207,9 +243,83 @@ def explore(
         reason = reason or "stopped early"
     else:
         verdict = HOLDS
-    viols = sorted(found.values(), key=lambda c: (c.length, c.invariant))
-    return ExploreResult(verdict, reason if verdict == INCOMPLETE else "", len(order),
-                         transitions, max_depth, seconds, viols, peak)
+    def edges_to(i: int) -> list[int]:
+        edges: list[int] = []
+        j = i
+        while j > 0:
+            edges.append(via[j])
+            j = parent[j]
+        edges.reverse()
+        return edges
+
+    cxs = [rebuild(prog, inv, msg, edges_to(i) + tail, norm)
+           for inv, (i, tail, msg) in found.items()]
+    wit: dict[str, Counterexample | None] = {}
+    for w in witness_ids:
+        if w in reached:
+            wit[w] = rebuild(prog, w, "", edges_to(reached[w]), norm,
+                             check=lambda st, w=w: w in witnesses(st))  # type: ignore[misc]
+        else:
+            wit[w] = None
+    cxs.sort(key=lambda c: (c.length, c.invariant))
+    key_bytes = len(k0)
+    per_state = (key_bytes + 33 + 8 + 28) if not fingerprint else (32 + 8 + 28)
+    fp_p = None
+    if fingerprint:
+        d, g = n_states, generated
+        fp_p = d * max(g - d, 0) / 2.0**64
+    deepest, j = 0, n_states - 1
+    while j > 0:
+        deepest += 1
+        j = parent[j]
+    return ExploreResult(verdict, reason if verdict == INCOMPLETE else "", n_states,
+                         transitions, deepest, seconds, cxs, wit, peak, per_state, fp_p)
+
+
+def rebuild(prog: Program, invariant: str, message: str, edges: Sequence[int],
+            norm: Callable[[State], State],
+            check: Callable[[State], bool] | None = None) -> Counterexample:
+    """Re-run ``edges`` (taken from canonical states) as a concrete run from the initial
+    state: at each step take the successor of the concrete state whose canonical form is
+    what the edge gave from the canonical state (the last step must break the invariant)."""
+    cur = prog.initial()
+    canon_cur = norm(cur)
+    path: list[tuple[int, int | None]] = []
+    sts = [cur]
+    for k, eid in enumerate(edges):
+        r = prog.apply_edge(canon_cur, eid)
+        assert r is not None, "a recorded edge is not enabled when re-run"
+        target = norm(r[2])
+        last = k == len(edges) - 1
+        for e2, status, n, viol in prog.successors(cur):
+            if norm(n) != target:
+                continue
+            if last and check is not None:
+                if not check(n):
+                    continue
+            elif last and invariant not in {v.invariant for v in viol} and \
+                    invariant not in {v.invariant for v in prog.state_violations(n)}:
+                continue
+            path.append((e2, status))
+            sts.append(n)
+            cur = n
+            canon_cur = target
+            break
+        else:  # pragma: no cover - would mean the symmetry is not one
+            raise AssertionError("counterexample does not concretize")
+    for v in [*_step_viol(prog, sts, path), *prog.state_violations(cur)]:
+        if v.invariant == invariant:
+            message = v.message
+            break
+    return Counterexample(invariant, message, path, sts)
+
+
+def _step_viol(prog: Program, sts: list[State], path: list[tuple[int, int | None]]
+               ) -> list[Violation]:
+    if not path:
+        return []
+    r = prog.apply_edge(sts[-2], path[-1][0])
+    return r[3] if r else []
 
 
 def edge_sequence(prog: Program, cx: Counterexample) -> Sequence[Edge]:

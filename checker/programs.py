@@ -245,6 +245,20 @@ class AnyHost:
                     viol.append(Violation(inv.id, msgs[k], k))
             yield eid, (status if ca.action.kind in LEAVES else None), n, viol
 
+    def apply_edge(self, s: State, eid: int) -> tuple[int, int | None, State,
+                                                        list[Violation]] | None:
+        ca, guard, fault, _ = self._table[eid]
+        if guard is not None and guard(s) >= 0:
+            return None
+        r = self.engine.step(s, ca.action, fault)
+        if r.status == NOT_ENABLED:
+            return None
+        return eid, r.status, r.state, list(r.step_violations)
+
+    def bounds(self) -> list[int]:
+        lay = self.engine.layout
+        return [lay.value_bound(lay.field_of(i)) for i in range(lay.size)]
+
     def state_violations(self, s: State) -> list[Violation]:
         return self.engine.state_violations(s)
 
@@ -300,9 +314,12 @@ class ScenarioHost:
                 per_pc.append(opts)
             self.moves.append(per_pc)
         self.step_of_edge: list[Any] = []
+        self.edge_move: list[tuple[int, int, list[Action], list[int]]] = []
         for ti, steps in enumerate(self.threads):
             for pc, st in enumerate(steps):
                 self.step_of_edge.extend([st] * len(self.moves[ti][pc]))
+                for _eid, acts, fv in self.moves[ti][pc]:
+                    self.edge_move.append((ti, pc, acts, fv))
         self._n = self.engine.layout.size
 
     def initial(self) -> State:
@@ -316,31 +333,44 @@ class ScenarioHost:
             pc = pcs[ti]
             if pc >= len(self.threads[ti]):
                 continue
-            st = self.threads[ti][pc]
             for eid, acts, fv in self.moves[ti][pc]:
-                cur = model
-                viol: list[Violation] = []
-                status: int | None = None
-                blocked = False
-                for a, fault in zip(acts, fv, strict=True):
-                    r = self.engine.step(cur, a, fault)
-                    if r.status == NOT_ENABLED:
-                        blocked = True
-                        break
-                    status = r.status
-                    viol.extend(r.step_violations)
-                    cur = r.state
-                if blocked:
-                    continue
-                if st.expected is not None and (
-                        status is None
-                        or not status_matches(status, st.expected, st.expected_has_opid)):
-                    got = status_name(status) if status is not None else "-"
-                    viol.append(Violation("expected-status",
-                                          f"line {st.line}: {st.text}: expected "
-                                          f"{st.expected_text}, got {got}", 0))
-                new_pcs = pcs[:ti] + (pc + 1,) + pcs[ti + 1:]
-                yield eid, status, cur + new_pcs, viol
+                r = self._run(model, pcs, ti, pc, acts, fv)
+                if r is not None:
+                    yield (eid, *r)
+
+    def _run(self, model: State, pcs: State, ti: int, pc: int, acts: list[Action],
+             fv: list[int]) -> tuple[int | None, State, list[Violation]] | None:
+        st = self.threads[ti][pc]
+        cur = model
+        viol: list[Violation] = []
+        status: int | None = None
+        for a, fault in zip(acts, fv, strict=True):
+            r = self.engine.step(cur, a, fault)
+            if r.status == NOT_ENABLED:
+                return None
+            status = r.status
+            viol.extend(r.step_violations)
+            cur = r.state
+        if st.expected is not None and (
+                status is None or not status_matches(status, st.expected, st.expected_has_opid)):
+            got = status_name(status) if status is not None else "-"
+            viol.append(Violation("expected-status", f"line {st.line}: {st.text}: expected "
+                                  f"{st.expected_text}, got {got}", 0))
+        return status, cur + pcs[:ti] + (pc + 1,) + pcs[ti + 1:], viol
+
+    def apply_edge(self, s: State, eid: int) -> tuple[int, int | None, State,
+                                                        list[Violation]] | None:
+        ti, pc, acts, fv = self.edge_move[eid]
+        pcs = s[self._n:]
+        if pcs[ti] != pc or (ti > 0 and pcs[0] < len(self.threads[0])):
+            return None
+        r = self._run(s[: self._n], pcs, ti, pc, acts, fv)
+        return None if r is None else (eid, *r)
+
+    def bounds(self) -> list[int]:
+        lay = self.engine.layout
+        return [lay.value_bound(lay.field_of(i)) for i in range(lay.size)] + [
+            len(t) for t in self.threads]
 
     def state_violations(self, s: State) -> list[Violation]:
         return self.engine.state_violations(s[: self._n])

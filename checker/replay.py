@@ -79,6 +79,7 @@ class ReplayResult:
     steps: list[ReplayStep]
     mismatches: list[Mismatch]
     final_state: State
+    ablate: tuple[str, ...] = ()
 
     @property
     def violations(self) -> list[tuple[ReplayStep, Violation]]:
@@ -150,7 +151,7 @@ def replay(sc: Scenario, engine: Engine | None = None) -> ReplayResult:
                    for i, x, y in lay.diff(before, s)]
         steps.append(ReplayStep(idx, st.line, st.text, [describe(a, u) for a in acts], status,
                                 st.expected_text, ok, where_name, note, changes, viol))
-    return ReplayResult(sc.file, steps, mismatches, s)
+    return ReplayResult(sc.file, steps, mismatches, s, tuple(sorted(eng.ablate)))
 
 
 def _why_not(a: Action) -> str:

@@ -51,7 +51,8 @@ def replay_text(r: ReplayResult, verbose: bool = True) -> str:
     for m in r.mismatches:
         out.append(f"{r.file}:{m.line}: error: step {m.step_index + 1}: {m.message}")
     if not r.ok:
-        out.append(f"reproduce: tdxcheck replay {r.file}")
+        out.append(f"reproduce: tdxcheck replay {r.file}"
+                   + "".join(f" --ablate {a}" for a in r.ablate))
     return "\n".join(out)
 
 
@@ -83,3 +84,43 @@ def replay_json(r: ReplayResult) -> dict[str, Any]:
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=False)
+
+
+# ---------------------------------------------------------------------------- explorer
+def counterexample_text(prog: Any, cx: Any, labels: list[str], reproduce: str = "") -> str:
+    """A counterexample as numbered calls, statuses, changed fields, the invariant in words."""
+    lay = prog.engine.layout
+    n = lay.size
+    out = [f"[{cx.invariant}] violated after {cx.length} step(s): {cx.message}"]
+    for k, ((eid, status), label) in enumerate(zip(cx.path, labels, strict=True), start=1):
+        st = f" -> {status_name(status)}" if status is not None else ""
+        fault = prog.edges[eid].fault
+        out.append(f"  {k}. {label}{' [fault ' + fault + ']' if fault else ''}{st}")
+        a, b = cx.states[k - 1], cx.states[k]
+        changes = [(i, x, y) for i, (x, y) in enumerate(zip(a[:n], b[:n], strict=True))
+                   if x != y]
+        for i, x, y in changes[:_MAX_CHANGES]:
+            out.append(f"       {lay.label(i)}: {lay.show(i, x)} -> {lay.show(i, y)}")
+        if len(changes) > _MAX_CHANGES:
+            out.append(f"       ... and {len(changes) - _MAX_CHANGES} more fields")
+    if reproduce:
+        out.append(f"  reproduce: {reproduce}")
+    return "\n".join(out)
+
+
+def explore_json(result: Any, traces: list[list[str]], witnesses: list[dict[str, Any]]
+                 ) -> dict[str, Any]:
+    return {
+        "verdict": result.verdict,
+        "reason": result.reason or None,
+        "states": result.states,
+        "transitions": result.transitions,
+        "depth": result.depth,
+        "seconds": round(result.seconds, 3),
+        "violations": [
+            {"invariant": cx.invariant, "message": cx.message, "length": cx.length,
+             "trace": trace}
+            for cx, trace in zip(result.violations, traces, strict=True)
+        ],
+        "witnesses": witnesses,
+    }
