@@ -202,22 +202,33 @@ def explore(
             if n is s:  # an error status that changed nothing: a self-loop
                 continue
             generated += 1
-            kn = pack(norm(n))
+            cn = norm(n)
+            try:
+                kn = pack(cn)
+            except OverflowError:  # a negative cell: only a broken (ablated) rule does that
+                kn = b""
             m = _fingerprint(kn) if fingerprint else kn
-            if m in seen:
+            if kn and m in seen:
                 continue
-            seen.add(m)  # type: ignore[arg-type]
             j = n_states
+            sv = prog.state_violations(n)
+            if not kn or unpack(kn) != cn:
+                sv = [*sv, Violation("state-encoding", "a state cell left its declared range "
+                                     "(a counter below 0 or above its bound)", 0)]
+            else:
+                seen.add(m)  # type: ignore[arg-type]
             n_states += 1
             parent.append(i)
             via.append(eid)
-            queue.append((j, kn))
             if todo:
                 reach(n, j)
-            sv = prog.state_violations(n)
-            if sv and record(sv, j, []):
-                stop = True
-                break
+            if sv:
+                # an error state is reported, not expanded: what follows it follows a bug
+                if record(sv, j, []):
+                    stop = True
+                    break
+            else:
+                queue.append((j, kn))
             if limits.max_states is not None and n_states >= limits.max_states:
                 reason = f"state limit {limits.max_states} reached"
                 stop = True
@@ -252,7 +263,11 @@ def explore(
         edges.reverse()
         return edges
 
-    cxs = [rebuild(prog, inv, msg, edges_to(i) + tail, norm)
+    def stuck(st: State) -> bool:
+        return prog.stuck(st) is not None
+
+    cxs = [rebuild(prog, inv, msg, edges_to(i) + tail, norm,
+                   check=stuck if inv == "deadlock" else None)
            for inv, (i, tail, msg) in found.items()]
     wit: dict[str, Counterexample | None] = {}
     for w in witness_ids:
