@@ -103,6 +103,11 @@ def make_config(name: str, overrides: dict[str, str]) -> Config:
         f"{k}={v}" for k, v in overrides.items()), Platform(**plat), **objs)
 
 
+def counter_cells(lay: Layout) -> list[int]:
+    """Cells of counter fields: rules compute them, so only they can leave their range."""
+    return [i for i in range(lay.size) if lay.field_of(i).kind == "int"]
+
+
 # ------------------------------------------------------------------ any host
 def any_host_actions(u: Universe) -> list[tuple[Action, Expr | None]]:
     """Every SEAMCALL with every operand of the universe, plus the guest's own steps, each
@@ -206,6 +211,8 @@ class AnyHost:
         acts = any_host_actions(u)
         self.actions = [a for a, _ in acts]
         self.guards = _compile_guards(self.engine.layout, [g for _, g in acts])
+        self._guard_expr = {id(fn): g for fn, (_, g) in zip(self.guards, acts, strict=True)
+                            if fn is not None}
         self.edges: list[Edge] = []
         self._table: list[tuple[Any, Any, int, int]] = []  # (fn, guard, fault, edge id)
         for a, guard in zip(self.actions, self.guards, strict=True):
@@ -221,6 +228,96 @@ class AnyHost:
             self.edge_action.append(a)
             if faults:
                 self.edge_action.extend([a] * len(self.engine.compiled(a).rule.faults))
+        self._build_gates()
+        self.self_loops = 0  # transitions that failed at their gate (counted, not yielded)
+
+    def _build_gates(self) -> None:
+        """Group the table by each action's first check (its *gate*).
+
+        Most actions fail their first check in most states (the page is not a TDR, ...):
+        such a transition changes nothing and returns a known status.  One generated
+        function evaluates every distinct gate once per state; only the actions whose gate
+        passes are run.  A failed gate is the same self-loop the rule would give (the check
+        is the rule's own first step, read from the rule), so this changes no verdict: it
+        only avoids calling the rule.  Actions with step invariants are always run, since
+        a step invariant might speak about a self-loop.
+        """
+        from tdxcheck.model.expr import Const
+        from tdxcheck.model.rule import Check, Fault
+
+        lay = self.engine.layout
+        gen = new_gen(lay)
+        srcs: dict[str, int] = {}
+        groups: list[list[tuple[Any, Any, int, int]]] = []
+        always: list[tuple[Any, Any, int, int]] = []
+        for entry in self._table:
+            ca, _guard, fault, _eid = entry
+            gate = None
+            if not ca.step_invs and isinstance(ca.rule.enabled, Const):
+                k = 0
+                for step in ca.rule.steps:
+                    if isinstance(step, Fault):
+                        if fault == k:
+                            break
+                        k += 1
+                        continue
+                    if isinstance(step, Check) and not isinstance(step.ok, Const):
+                        gate = step.ok
+                        break
+                    if isinstance(step, Check) and not step.ok.value:
+                        break
+            if gate is None:
+                always.append(entry)
+                continue
+            src = gen.ex(gate)
+            if src not in srcs:
+                srcs[src] = len(groups)
+                groups.append([])
+            groups[srcs[src]].append(entry)
+        body = ", ".join(f"bool({g})" for g in srcs) or ""
+        ns = compile_functions([f"def gates(s):\n    return ({body},)"], gen)
+        self._gates = ns["gates"]
+        self._groups = groups
+        self._always = always
+        self._fused = self._build_fused(srcs, groups)
+
+    def _build_fused(self, srcs: dict[str, int], groups: list[list[Any]]) -> Any:
+        """One generated function for all gated actions: each group under its gate, each
+        action an if/elif chain of its own checks (``compile.chain_source``)."""
+        from tdxcheck.model.compile import chain_source
+
+        lay = self.engine.layout
+        gen = new_gen(lay)
+        lines = ["def fused(s):", "    out = []", "    loops = 0"]
+        for src, gi in srcs.items():
+            lines.append(f"    if {src}:")
+            for ca, guard, fault, eid in groups[gi]:
+                g = self._guard_expr.get(id(guard))
+                ind = "        "
+                if g is not None:
+                    lines.append(f"        if {gen.ex(g)}:")
+                    ind = "            "
+                lines += chain_source(ca.rule, fault, gen, ind, eid,
+                                      ca.action.kind in LEAVES, skip_first=True)
+            n_unguarded = sum(1 for e in groups[gi] if e[1] is None)
+            guarded = [self._guard_expr[id(e[1])] for e in groups[gi] if e[1] is not None]
+            lines.append("    else:")
+            lines.append(f"        loops += {n_unguarded}")
+            for g in guarded:
+                lines.append(f"        if {gen.ex(g)}: loops += 1")
+        for ca, guard, fault, eid in self._always:
+            if ca.step_invs:
+                continue
+            g = self._guard_expr.get(id(guard))
+            ind = "    "
+            if g is not None:
+                lines.append(f"    if {gen.ex(g)}:")
+                ind = "        "
+            lines += chain_source(ca.rule, fault, gen, ind, eid, ca.action.kind in LEAVES)
+        self._always = [e for e in self._always if e[0].step_invs]
+        lines.append("    return out, loops")
+        ns = compile_functions(["\n".join(lines)], gen)
+        return ns["fused"]
 
     def initial(self) -> State:
         lay = self.engine.layout
@@ -232,7 +329,22 @@ class AnyHost:
         return tuple(s)
 
     def successors(self, s: State) -> Iterator[tuple[int, int | None, State, list[Violation]]]:
-        for ca, guard, fault, eid in self._table:
+        """Every transition that can change the state or break a step invariant; the
+        self-loops of failed gates are only counted (``self_loops``)."""
+        loops = 0
+        fast, loops = self._fused(s)
+        out: list[tuple[int, int | None, State, list[Violation]]] = [
+            (e, st, n, []) for e, st, n in fast]
+        loops += self._run(s, self._always, out)
+        self.self_loops += loops
+        return iter(out)
+
+    def _run(self, s: State, entries: list[tuple[Any, Any, int, int]],
+             out: list[tuple[int, int | None, State, list[Violation]]]) -> int:
+        """Append the transitions that change the state or break a step invariant; return
+        how many self-loops there were besides."""
+        loops = 0
+        for ca, guard, fault, eid in entries:
             if guard is not None and guard(s) >= 0:
                 continue
             status, n, _where = ca.fn(s, fault)
@@ -243,7 +355,11 @@ class AnyHost:
                 k = fn(s, n)
                 if k >= 0:
                     viol.append(Violation(inv.id, msgs[k], k))
-            yield eid, (status if ca.action.kind in LEAVES else None), n, viol
+            if n is s and not viol:
+                loops += 1
+                continue
+            out.append((eid, (status if ca.action.kind in LEAVES else None), n, viol))
+        return loops
 
     def apply_edge(self, s: State, eid: int) -> tuple[int, int | None, State,
                                                         list[Violation]] | None:
@@ -258,6 +374,9 @@ class AnyHost:
     def bounds(self) -> list[int]:
         lay = self.engine.layout
         return [lay.value_bound(lay.field_of(i)) for i in range(lay.size)]
+
+    def counter_cells(self) -> list[int]:
+        return counter_cells(self.engine.layout)
 
     def state_violations(self, s: State) -> list[Violation]:
         return self.engine.state_violations(s)
@@ -371,6 +490,9 @@ class ScenarioHost:
         lay = self.engine.layout
         return [lay.value_bound(lay.field_of(i)) for i in range(lay.size)] + [
             len(t) for t in self.threads]
+
+    def counter_cells(self) -> list[int]:
+        return counter_cells(self.engine.layout)
 
     def state_violations(self, s: State) -> list[Violation]:
         return self.engine.state_violations(s[: self._n])

@@ -181,3 +181,64 @@ def predicate_source(name: str, clauses: Sequence[Expr], layout: Layout, gen: _G
 
 def new_gen(layout: Layout) -> _Gen:
     return _Gen(layout)
+
+
+def chain_source(rule: Rule, fault: int, gen: _Gen, ind: str, eid: int, visible: bool,
+                 skip_first: bool = False) -> list[str]:
+    """One action as an if/elif chain inside a fused successor function.
+
+    The same reading of the rule as ``rule_source``: checks in order (a failing check with
+    no effects is a self-loop: ``loops += 1``), the chosen fault point, then the effects;
+    a state change is appended to ``out`` as ``(eid, status, next_state)``.
+    ``skip_first`` leaves out the first check when the caller has already tested it.
+    """
+    out: list[str] = []
+    kw = "if"
+    k = 0
+    first = True
+
+    def emit_fail(status: int, effects: Sequence[Effect]) -> None:
+        if effects:
+            gen.apply(effects, ind + "    ", out)
+            out.append(f"{ind}    n = tuple(n)")
+            out.append(f"{ind}    if n == s: loops += 1")
+            out.append(f"{ind}    else: out.append(({eid}, {status if visible else None}, n))")
+        else:
+            out.append(f"{ind}    loops += 1")
+
+    if not (isinstance(rule.enabled, Const) and rule.enabled.value):
+        out.append(f"{ind}{kw} not {gen.ex(rule.enabled)}:")
+        out.append(f"{ind}    pass")
+        kw = "elif"
+    for step in rule.steps:
+        if isinstance(step, Check):
+            if isinstance(step.ok, Const) and step.ok.value:
+                continue
+            if first and skip_first:
+                first = False
+                continue
+            first = False
+            cond = "True" if isinstance(step.ok, Const) else f"not {gen.ex(step.ok)}"
+            out.append(f"{ind}{kw} {cond}:")
+            emit_fail(step.status, step.fail_effects)
+            kw = "elif"
+        elif isinstance(step, Fault):
+            if k == fault:
+                cond = "True" if isinstance(step.cond, Const) and step.cond.value else \
+                    gen.ex(step.cond)
+                out.append(f"{ind}{kw} {cond}:")
+                emit_fail(step.status, step.effects)
+                kw = "elif"
+            k += 1
+    if kw == "if":
+        out.append(f"{ind}if True:")
+    else:
+        out.append(f"{ind}else:")
+    if rule.effects:
+        gen.apply(rule.effects, ind + "    ", out)
+        out.append(f"{ind}    n = tuple(n)")
+        out.append(f"{ind}    if n == s: loops += 1")
+        out.append(f"{ind}    else: out.append(({eid}, {rule.success if visible else None}, n))")
+    else:
+        out.append(f"{ind}    loops += 1")
+    return out
