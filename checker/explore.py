@@ -88,6 +88,7 @@ class ExploreResult:
     violations: list[Counterexample] = field(default_factory=list)
     witnesses: dict[str, Counterexample | None] = field(default_factory=dict)
     peak_queue: int = 0
+    new_states_by_edge: list[int] = field(default_factory=list)
     bytes_per_state: float = 0.0
     fingerprint_collision_probability: float | None = None
 
@@ -158,6 +159,7 @@ def explore(
     init = norm(prog.initial())
     k0 = pack(init)
     seen: set[bytes] | set[int] = {_fingerprint(k0)} if fingerprint else {k0}  # type: ignore[assignment]
+    new_by_edge = array("l", [0] * len(prog.edges))
     parent = array("i", [-1])
     via = array("i", [-1])
     queue: deque[tuple[int, bytes]] = deque([(0, k0)])
@@ -225,6 +227,7 @@ def explore(
             else:
                 seen.add(m)  # type: ignore[arg-type]
             n_states += 1
+            new_by_edge[eid] += 1
             parent.append(i)
             via.append(eid)
             if todo:
@@ -297,7 +300,8 @@ def explore(
         deepest += 1
         j = parent[j]
     return ExploreResult(verdict, reason if verdict == INCOMPLETE else "", n_states,
-                         transitions, deepest, seconds, cxs, wit, peak, per_state, fp_p)
+                         transitions, deepest, seconds, cxs, wit, peak, list(new_by_edge),
+                         per_state, fp_p)
 
 
 def rebuild(prog: Program, invariant: str, message: str, edges: Sequence[int],

@@ -205,8 +205,10 @@ class AnyHost:
 
     extra_bound = 0
 
-    def __init__(self, u: Universe, faults: bool = False, ablate: Sequence[str] = ()) -> None:
+    def __init__(self, u: Universe, faults: bool = False, ablate: Sequence[str] = (),
+                 coverage: bool = False) -> None:
         self.u = u
+        self.coverage = coverage
         self.engine = Engine(u, ablate=ablate, only="module")
         acts = any_host_actions(u)
         self.actions = [a for a, _ in acts]
@@ -250,12 +252,13 @@ class AnyHost:
         srcs: dict[str, int] = {}
         groups: list[list[tuple[Any, Any, int, int]]] = []
         always: list[tuple[Any, Any, int, int]] = []
+        self._gate_index: dict[int, int] = {}  # edge id -> index of its gate in rule.steps
         for entry in self._table:
             ca, _guard, fault, _eid = entry
             gate = None
             if not ca.step_invs and isinstance(ca.rule.enabled, Const):
                 k = 0
-                for step in ca.rule.steps:
+                for si, step in enumerate(ca.rule.steps):
                     if isinstance(step, Fault):
                         if fault == k:
                             break
@@ -263,6 +266,7 @@ class AnyHost:
                         continue
                     if isinstance(step, Check) and not isinstance(step.ok, Const):
                         gate = step.ok
+                        self._gate_index[_eid] = si
                         break
                     if isinstance(step, Check) and not step.ok.value:
                         break
@@ -288,6 +292,14 @@ class AnyHost:
 
         lay = self.engine.layout
         gen = new_gen(lay)
+        # coverage counters: per edge, one per outcome (success, then each rule step)
+        self.cov_base: list[int] = []
+        total = 0
+        for ca, _g, _f, _e in self._table:
+            self.cov_base.append(total)
+            total += len(ca.rule.steps) + 1
+        self.cov_counts = [0] * total
+        cov = self.coverage
         lines = ["def fused(s):", "    out = []", "    loops = 0"]
         for src, gi in srcs.items():
             lines.append(f"    if {src}:")
@@ -297,14 +309,24 @@ class AnyHost:
                 if g is not None:
                     lines.append(f"        if {gen.ex(g)}:")
                     ind = "            "
-                lines += chain_source(ca.rule, fault, gen, ind, eid,
-                                      ca.action.kind in LEAVES, skip_first=True)
-            n_unguarded = sum(1 for e in groups[gi] if e[1] is None)
-            guarded = [self._guard_expr[id(e[1])] for e in groups[gi] if e[1] is not None]
+                lines += chain_source(ca.rule, fault, gen, ind, eid, ca.action.kind in LEAVES,
+                                      skip_first=True,
+                                      cov=self.cov_base[eid] if cov else None)
             lines.append("    else:")
-            lines.append(f"        loops += {n_unguarded}")
-            for g in guarded:
-                lines.append(f"        if {gen.ex(g)}: loops += 1")
+            if not cov:
+                n_unguarded = sum(1 for e in groups[gi] if e[1] is None)
+                guarded = [self._guard_expr[id(e[1])] for e in groups[gi] if e[1] is not None]
+                lines.append(f"        loops += {n_unguarded}")
+                for g in guarded:
+                    lines.append(f"        if {gen.ex(g)}: loops += 1")
+            else:
+                for _ca, guard, _fault, eid in groups[gi]:
+                    c = self.cov_base[eid] + self._gate_index[eid] + 1
+                    g = self._guard_expr.get(id(guard))
+                    if g is None:
+                        lines.append(f"        loops += 1; C[{c}] += 1")
+                    else:
+                        lines.append(f"        if {gen.ex(g)}: loops += 1; C[{c}] += 1")
         for ca, guard, fault, eid in self._always:
             if ca.step_invs:
                 continue
@@ -313,10 +335,12 @@ class AnyHost:
             if g is not None:
                 lines.append(f"    if {gen.ex(g)}:")
                 ind = "        "
-            lines += chain_source(ca.rule, fault, gen, ind, eid, ca.action.kind in LEAVES)
+            lines += chain_source(ca.rule, fault, gen, ind, eid, ca.action.kind in LEAVES,
+                                  cov=self.cov_base[eid] if cov else None)
         self._always = [e for e in self._always if e[0].step_invs]
         lines.append("    return out, loops")
         ns = compile_functions(["\n".join(lines)], gen)
+        ns["C"] = self.cov_counts
         return ns["fused"]
 
     def initial(self) -> State:
@@ -347,9 +371,11 @@ class AnyHost:
         for ca, guard, fault, eid in entries:
             if guard is not None and guard(s) >= 0:
                 continue
-            status, n, _where = ca.fn(s, fault)
+            status, n, where = ca.fn(s, fault)
             if status == NOT_ENABLED:
                 continue
+            if self.coverage:
+                self.cov_counts[self.cov_base[eid] + where + 1] += 1
             viol = []
             for inv, msgs, fn in ca.step_invs:
                 k = fn(s, n)

@@ -184,18 +184,24 @@ def new_gen(layout: Layout) -> _Gen:
 
 
 def chain_source(rule: Rule, fault: int, gen: _Gen, ind: str, eid: int, visible: bool,
-                 skip_first: bool = False) -> list[str]:
+                 skip_first: bool = False, cov: int | None = None) -> list[str]:
     """One action as an if/elif chain inside a fused successor function.
 
     The same reading of the rule as ``rule_source``: checks in order (a failing check with
     no effects is a self-loop: ``loops += 1``), the chosen fault point, then the effects;
     a state change is appended to ``out`` as ``(eid, status, next_state)``.
     ``skip_first`` leaves out the first check when the caller has already tested it.
+    With ``cov`` (a base index), every outcome also counts ``C[cov + where + 1]`` (``where``
+    as in ``rule_source``: -1 success, else the index of the failing check or fault).
     """
     out: list[str] = []
     kw = "if"
     k = 0
     first = True
+
+    def count(where: int) -> None:
+        if cov is not None:
+            out.append(f"{ind}    C[{cov + where + 1}] += 1")
 
     def emit_fail(status: int, effects: Sequence[Effect]) -> None:
         if effects:
@@ -210,7 +216,7 @@ def chain_source(rule: Rule, fault: int, gen: _Gen, ind: str, eid: int, visible:
         out.append(f"{ind}{kw} not {gen.ex(rule.enabled)}:")
         out.append(f"{ind}    pass")
         kw = "elif"
-    for step in rule.steps:
+    for i, step in enumerate(rule.steps):
         if isinstance(step, Check):
             if isinstance(step.ok, Const) and step.ok.value:
                 continue
@@ -220,6 +226,7 @@ def chain_source(rule: Rule, fault: int, gen: _Gen, ind: str, eid: int, visible:
             first = False
             cond = "True" if isinstance(step.ok, Const) else f"not {gen.ex(step.ok)}"
             out.append(f"{ind}{kw} {cond}:")
+            count(i)
             emit_fail(step.status, step.fail_effects)
             kw = "elif"
         elif isinstance(step, Fault):
@@ -227,6 +234,7 @@ def chain_source(rule: Rule, fault: int, gen: _Gen, ind: str, eid: int, visible:
                 cond = "True" if isinstance(step.cond, Const) and step.cond.value else \
                     gen.ex(step.cond)
                 out.append(f"{ind}{kw} {cond}:")
+                count(i)
                 emit_fail(step.status, step.effects)
                 kw = "elif"
             k += 1
@@ -234,6 +242,7 @@ def chain_source(rule: Rule, fault: int, gen: _Gen, ind: str, eid: int, visible:
         out.append(f"{ind}if True:")
     else:
         out.append(f"{ind}else:")
+    count(-1)
     if rule.effects:
         gen.apply(rule.effects, ind + "    ", out)
         out.append(f"{ind}    n = tuple(n)")
