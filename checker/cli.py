@@ -113,7 +113,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(dumps(explore_json(r, run.labels, wit)))
     else:
         print(f"tdxcheck check: {run.title}")
-        sym = "on" if run.symmetry else "off"
+        sym = "off"
+        if run.symmetry:
+            from .symmetry import Symmetry
+
+            sym = f"on, {Symmetry(run.prog.engine.layout).group_order:,} renamings"
         print(f"verdict: {r.verdict}" + (f" ({r.reason})" if r.reason else ""))
         print(f"states: {r.states:,} (symmetry {sym}), transitions: {r.transitions:,}, "
               f"depth: {r.depth}, {r.seconds:.1f}s, {r.states_per_second:,.0f} states/s, "

@@ -55,6 +55,9 @@ def _handed_pages(a: Action) -> list[int]:
 
 # ---------------------------------------------------------------------------------------
 def _nda_state(u: Universe) -> list[Clause]:
+    """no-double-assignment, state part: a module-owned page is allocated to the TDX code
+    (not back in the kernel), and no two live TDs hold the same HKID (KOT single owner,
+    tdh_mng_create.c)."""
     out = []
     for p in _pages(u):
         out.append(Clause(
@@ -73,6 +76,9 @@ def _nda_state(u: Universe) -> list[Clause]:
 
 
 def _nda_step(u: Universe, a: Action) -> list[Clause]:
+    """no-double-assignment, step part: the host writes or re-allocates no page the module
+    owns, takes no HKID twice, and the module takes only pages and HKIDs the host allocated
+    (scenario-format.md §4)."""
     out: list[Clause] = []
     if a.kind in ("host_write", "clear_page"):
         p = a.arg("page")
@@ -109,6 +115,9 @@ NO_DOUBLE_ASSIGNMENT = invariant(Invariant(
 
 # ---------------------------------------------------------------------------------------
 def _fbr_step(u: Universe, a: Action) -> list[Clause]:
+    """flush-before-reclaim: a page is not written, cleared, freed or handed to the module
+    while dirty lines under a private KeyID (an HKID or the global KeyID) remain for it
+    (tdx-reference.md §9: PAGE.WBINVD after REMOVE, global-KeyID WBINVD of the TDR)."""
     priv = private_lines(u)
     out: list[Clause] = []
     if a.kind in ("host_write", "clear_page", "page_free"):
@@ -135,6 +144,9 @@ FLUSH_BEFORE_RECLAIM = invariant(Invariant(
 
 # ---------------------------------------------------------------------------------------
 def _kav_state(u: Universe) -> list[Clause]:
+    """keyid-after-vpflushdone, state part: while the KOT says an HKID is free, no page holds
+    dirty lines under it and no vCPU that used it is still associated with an LP
+    (tdh_mng_vpflushdone.c checks num_assoc_vcpus; tdh_mng_key_freeid.c the wbinvd bitmap)."""
     p = u.platform
     out = []
     for h in range(1, p.hkids):
@@ -155,6 +167,8 @@ def _kav_state(u: Universe) -> list[Clause]:
 
 
 def _kav_step(u: Universe, a: Action) -> list[Clause]:
+    """keyid-after-vpflushdone, step part: the host frees an HKID to its pool, and the module
+    gives it to a new TD, only once the KOT says it is free (after a successful FREEID)."""
     if a.kind == "hkid_free":
         h = a.arg("hkid")
         return [Clause(S.kot_state[h] == KotState.KOT_STATE_HKID_FREE,
@@ -181,6 +195,8 @@ KEYID_AFTER_VPFLUSHDONE = invariant(Invariant(
 
 # ---------------------------------------------------------------------------------------
 def _fba_step(u: Universe, a: Action) -> list[Clause]:
+    """flush-before-alloc: with clflush_before_alloc=1 the module never takes a page with
+    dirty KeyID-0 lines (LH tdx_clflush_page before every hand-over)."""
     if not u.platform.clflush_before_alloc:
         return []
     k0 = keyid_lines(u.platform.packages, 0)
@@ -200,6 +216,8 @@ FLUSH_BEFORE_ALLOC = invariant(Invariant(
 
 
 def _cbr_step(u: Universe, a: Action) -> list[Clause]:
+    """clear-before-reuse: with clear_before_reuse=1 a page that left the module is cleared
+    with MOVDIR64B before the host writes or frees it (LK tdx_clear_page)."""
     if not u.platform.clear_before_reuse or a.kind not in ("host_write", "page_free"):
         return []
     p = a.arg("page")
@@ -218,6 +236,8 @@ CLEAR_BEFORE_REUSE = invariant(Invariant(
 
 
 def _leak_state(u: Universe) -> list[Clause]:
+    """no-leak: after check_no_leak every page is back in the kernel and PT_NDA, and every
+    HKID back in the host pool (scenario-format.md §4)."""
     armed = S.leak_armed[0] == 1
     out = []
     for p in _pages(u):
@@ -242,6 +262,8 @@ NO_LEAK = invariant(Invariant(
 
 # --------------------------------------------------------------------------- structural
 def _owner_state(u: Universe) -> list[Clause]:
+    """pamt-owner-live: every TDCX/TDVPR/EPT/REG page belongs to a TD whose TDR is still
+    PT_TDR, and a TDR page is its own TD's TDR (pamt_manager.h; tdx-reference.md §11.1)."""
     out = []
     for p in _pages(u):
         t = S.owner[p]
@@ -272,6 +294,8 @@ def _count(terms: list[Expr]) -> Expr:
 
 
 def _chldcnt_state(u: Universe) -> list[Clause]:
+    """chldcnt-matches-pages: TDR.chldcnt counts the 4K pages the TD owns (§7.5, §11.1);
+    RECLAIM of the TDR relies on it."""
     out = []
     for t in range(len(u.tds)):
         owned = [And(S.pt[p].isin(_CHILD_TYPES), S.owner[p] == t) for p in _pages(u)]
@@ -290,6 +314,8 @@ invariant(Invariant(
 
 
 def _kot_state(u: Universe) -> list[Clause]:
+    """kot-matches-lifecycle: an HKID is ASSIGNED/FLUSHED in the KOT exactly when a live TD
+    holds it before TEARDOWN; BLOCKED means FLUSHED, earlier means ASSIGNED (§7.1, §11.2/4)."""
     out = []
     for h in range(1, u.platform.hkids):
         held = Or(*(And(live(t), S.hkid[t] == h, S.lifecycle[t].isin(_HOLDS_KEY))
@@ -322,6 +348,8 @@ invariant(Invariant(
 
 
 def _assoc_state(u: Universe) -> list[Clause]:
+    """assoc-count-matches: TDCS.num_assoc_vcpus equals the number of the TD's vCPUs
+    associated with an LP (helpers.c associate_vcpu; §11.5)."""
     out = []
     for t in range(len(u.tds)):
         mine = [And(S.tdvpr[v] != 0, S.owner[S.tdvpr[v]] == t, S.assoc[v] != 0)
@@ -343,6 +371,8 @@ invariant(Invariant(
 
 
 def _keys_state(u: Universe) -> list[Clause]:
+    """keys-configured-all-packages: TD_KEYS_CONFIGURED only once KEY.CONFIG ran on every
+    package (tdh_mng_key_config.c; §8, §11.3)."""
     allp = u.platform.all_packages
     return [Clause(Implies(And(live(t), S.lifecycle[t] == _LC.TD_KEYS_CONFIGURED),
                            S.pkg_config[t] == allp),
@@ -360,6 +390,9 @@ invariant(Invariant(
 
 
 def _tlb_step(u: Universe, a: Action) -> list[Clause]:
+    """tlb-tracked-before-remove: when a page leaves a TD, no vCPU of that TD running in the
+    guest entered before the page was blocked (it could still hold a translation); this is
+    the goal of BLOCK + TRACK + exit that is_tlb_tracked (helpers.h) checks (§3.6, §7.6)."""
     if a.kind not in ("TDH.MEM.PAGE.REMOVE", "TDH.MEM.SEPT.REMOVE"):
         return []
     tdr, gpa, level = a.arg("tdr"), a.arg("gpa"), a.arg("level")

@@ -221,3 +221,21 @@ def test_scenario_deadlock_is_reported() -> None:
     run = run_check(scenario=parse_text(text, "dead.tdx"))
     assert run.result.verdict == "violated"
     assert run.result.violations[0].invariant == "deadlock"
+
+
+def test_output_is_deterministic_across_hash_seeds() -> None:
+    import os
+
+    outs = []
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        p = subprocess.run([sys.executable, "-m", "tdxcheck.checker", "check", "-q", "--json",
+                            "--config", "tiny", "--all", "--ablate",
+                            "mng.vpflushdone.no_assoc_vcpus"],
+                           capture_output=True, text=True, timeout=300, env=env)
+        assert p.returncode == 1, p.stderr
+        out = json.loads(p.stdout)
+        out.pop("seconds")
+        outs.append(out)
+    assert outs[0] == outs[1]
+    assert outs[0]["violations"]
