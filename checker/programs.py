@@ -290,6 +290,8 @@ class AnyHost:
         action an if/elif chain of its own checks (``compile.chain_source``)."""
         from tdxcheck.model.compile import chain_source
 
+        # chain_source reads the rule alone: it has no wrapper CLFLUSH before the SEAMCALL
+        assert all(not ca.action.clflush for ca, _g, _f, _e in self._table)
         lay = self.engine.layout
         gen = new_gen(lay)
         # coverage counters: per edge, one per outcome (success, then each rule step)
