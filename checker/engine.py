@@ -85,7 +85,11 @@ class Engine:
             srcs.append(predicate_source(f"inv{i}", [c.ok for c in clauses], self.layout, gen,
                                          two_state=False))
             self._state_msgs.append((inv, [c.message for c in clauses]))
-        ns = compile_functions(srcs, gen) if srcs else {}
+        # one fast predicate over every state clause: the common case (all hold) is one call
+        every = [c.ok for inv in self.invariants for c in inv.state_clauses(u, only)]
+        srcs.append(predicate_source("all_hold", every, self.layout, gen, two_state=False))
+        ns = compile_functions(srcs, gen)
+        self._all_hold = ns["all_hold"]
         self._state_fns = [
             ns[f"inv{i}"] for i, inv in enumerate(self.invariants) if inv.state_clauses(u, only)
         ]
@@ -129,6 +133,8 @@ class Engine:
             n, where, tuple(viol))
 
     def state_violations(self, s: State) -> list[Violation]:
+        if self._all_hold(s) < 0:
+            return []
         out = []
         for (inv, msgs), fn in zip(self._state_msgs, self._state_fns, strict=True):
             k = fn(s)
