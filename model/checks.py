@@ -95,6 +95,15 @@ def walk_reaches(b: RuleBuilder, t: Expr, gpa: int, level: int) -> Expr:
     )
 
 
+def gpa_valid(b: RuleBuilder, prefix: str, gpa: int) -> None:
+    """``check_gpa_validity`` (helpers.c; tdx-reference.md §3.5 row 1): the GPA is private
+    (shared bit clear) and below GPAW.  GPAW is 48 with a 4-level S-EPT and 52 with 5 (the
+    shared bit is bit GPAW-1); shallower model S-EPTs use 48."""
+    gpaw = 52 if b.ctx.p.sept_levels >= 5 else 48
+    b.check(f"{prefix}.gpa_valid", int(0 <= gpa < (1 << (gpaw - 1))),
+            st(Status.TDX_OPERAND_INVALID, OperandId.RCX))
+
+
 def sept_walk(
     b: RuleBuilder, prefix: str, t: Expr, gpa: int, level: int, tree_lock: bool = True
 ) -> int:
@@ -104,7 +113,9 @@ def sept_walk(
     guest's 0-step filter or another LP holds it), walks, and fails EPT_WALK_FAILED|RCX if
     the walk stops above ``level``; ``sept_lock_acquire_host`` then locks the entry
     (BUSY|RCX while a guest TDG.MEM.PAGE.ACCEPT holds it).  Both locks are fault points.
+    The GPA validity check (shared bit, GPAW) comes first.
     """
+    gpa_valid(b, prefix, gpa)
     if tree_lock:
         b.fault(f"{prefix}.sept_tree_lock", st(Status.TDX_OPERAND_BUSY, OperandId.SEPT_TREE))
     b.check(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from .checks import (
     explicit_page,
+    gpa_valid,
+    held_by_running_vcpu,
     keyid_lines,
     level_ok,
     sept_walk,
@@ -67,7 +69,8 @@ def tdh_mem_sept_add(ctx: Ctx, tdr: int, gpa: int, level: int, page: int) -> Rul
     """TDH.MEM.SEPT.ADD: add an S-EPT page under the entry at ``level`` for ``gpa``.
 
     Source: tdh_mem_sept_add.c (leaf 3); tdx-reference.md §6.17.  Version 0 with
-    allow_existing = 0, as Linux calls it: an NL_MAPPED entry fails.
+    allow_existing = 0, as Linux calls it: an NL_MAPPED entry fails.  The version and RDX
+    reserved-bit checks are not modelled: the operand carries no flags here.
     """
     b = RuleBuilder(ctx)
     t = S.owner[tdr]
@@ -79,8 +82,10 @@ def tdh_mem_sept_add(ctx: Ctx, tdr: int, gpa: int, level: int, page: int) -> Rul
     e = sept_walk(b, "mem.sept_add", t, gpa, level)
     _entry_state(b, "mem.sept_add", "TDH.MEM.SEPT.ADD", t, e)
     is_free = S.sept_state[t, e] == _SS.SEPT_FREE
-    # 9a: EXPLICIT_PAGE(R8, PT_NDA) on a FREE entry (a PT_NDA page is never held across
-    # steps, so its lock cannot fail); 9b: an NL_MAPPED entry needs allow_existing
+    # 9a: EXPLICIT_PAGE(R8, PT_NDA, exclusive) on a FREE entry: its lock, then its type;
+    # 9b: an NL_MAPPED entry needs allow_existing
+    b.check("mem.sept_add.page.lock", Or(Not(is_free), Not(held_by_running_vcpu(page))),
+            st(Status.TDX_OPERAND_BUSY, R8))
     b.check("mem.sept_add.page.pt", Or(Not(is_free), S.pt[page] == PageType.PT_NDA),
             st(Status.TDX_PAGE_METADATA_INCORRECT, R8))
     b.check("mem.sept_add.allow_existing", is_free,
@@ -100,7 +105,9 @@ def tdh_mem_page_add(ctx: Ctx, tdr: int, gpa: int, page: int) -> Rule:
     """TDH.MEM.PAGE.ADD: add an initial (measured) private page before MR.FINALIZE.
 
     Source: tdh_mem_page_add.c (leaf 2); tdx-reference.md §6.18.  The TDR is held
-    exclusively, which serialises the S-EPT: no tree or entry lock.
+    exclusively, which serialises the S-EPT: no tree or entry lock.  The source page check
+    (R9: aligned, shared HKID, outside SEAMRR) is not modelled: the host always passes a
+    valid source page.
     """
     b = RuleBuilder(ctx)
     t = S.owner[tdr]
@@ -201,7 +208,8 @@ def tdh_mem_page_remove(ctx: Ctx, tdr: int, gpa: int, level: int) -> Rule:
     """TDH.MEM.PAGE.REMOVE: unmap a private page; it becomes PT_NDA (maybe still dirty).
 
     Source: tdh_mem_page_remove.c (leaf 29); tdx-reference.md §6.22.  Once the TD is
-    RUNNABLE the entry must be blocked and TLB-tracked.
+    RUNNABLE the entry must be blocked and TLB-tracked.  The exclusive PAMT lock of the
+    mapped page (row 7) cannot fail here: a PT_REG page is never held across steps.
     """
     b = RuleBuilder(ctx)
     t = S.owner[tdr]
@@ -260,7 +268,9 @@ def tdh_mem_range_unblock(ctx: Ctx, tdr: int, gpa: int, level: int) -> Rule:
 def tdh_mem_sept_remove(ctx: Ctx, tdr: int, gpa: int, level: int) -> Rule:
     """TDH.MEM.SEPT.REMOVE: remove an empty S-EPT page (KVM never calls it).
 
-    Source: tdh_mem_sept_remove.c (leaf 30); tdx-reference.md §6.23.
+    Source: tdh_mem_sept_remove.c (leaf 30); tdx-reference.md §6.23.  Version 0 (the
+    version check is not modelled); the exclusive PAMT lock of the child S-EPT page (row 7)
+    cannot fail: a PT_EPT page is never held across steps.
     """
     b = RuleBuilder(ctx)
     u = ctx.u
@@ -295,13 +305,19 @@ def tdh_mem_sept_remove(ctx: Ctx, tdr: int, gpa: int, level: int) -> Rule:
 def tdh_mr_extend(ctx: Ctx, tdr: int, gpa: int) -> Rule:
     """TDH.MR.EXTEND: measure a 256-byte chunk of a MAPPED page into MRTD (build time).
 
-    Source: tdh_mr_extend.c (leaf 16); tdx-reference.md §6.25.  The walk must end at a
-    present (MAPPED) 4K leaf; nothing but the measurement changes.
+    Source: tdh_mr_extend.c (leaf 16); tdx-reference.md §6.25.  The GPA must be 256-byte
+    aligned and valid; the walk must end at a present (MAPPED) 4K leaf, else
+    EPT_ENTRY_NOT_PRESENT|RCX (the handler turns the walk's EPT_WALK_FAILED into it).  Its
+    last check (state MAPPED, no operand id) only fails for migration states, which a
+    walk to a present leaf can reach; here it never fails.  Only the measurement changes.
     """
     b = RuleBuilder(ctx)
     t = S.owner[tdr]
     explicit_page(b, "mr.extend.tdr", tdr, PageType.PT_TDR, RDX, exclusive=True)
     td_state(b, "mr.extend", "TDH.MR.EXTEND", t)
+    b.check("mr.extend.gpa_aligned", int(gpa % 256 == 0),
+            st(Status.TDX_OPERAND_INVALID, RCX))
+    gpa_valid(b, "mr.extend", gpa)
     e = ctx.u.entry(gpa, 0)
     b.check("mr.extend.leaf_present",
             And(walk_reaches(b, t, gpa, 0), S.sept_state[t, e] == _SS.SEPT_MAPPED),

@@ -135,7 +135,10 @@ def tdh_mng_init(ctx: Ctx, tdr: int) -> Rule:
 
 
 def _mng_rdwr(ctx: Ctx, tdr: int, leaf_spec: str, short: str) -> Rule:
-    """TDH.MNG.RD/WR (``tdh_mng_rd_wr.c``): TDR shared, TD_STATE with the op-state row."""
+    """TDH.MNG.RD/WR (``tdh_mng_rd_wr.c``): TDR shared, TD_STATE with the op-state row.
+
+    The field access rules (field ID checks, TDX_METADATA_FIELD_NOT_READABLE) are not
+    modelled: the steps take no field operand."""
     b = RuleBuilder(ctx)
     t = S.owner[tdr]
     explicit_page(b, f"mng.{short}.tdr", tdr, PageType.PT_TDR, RCX, exclusive=False)

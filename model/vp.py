@@ -134,6 +134,8 @@ def tdh_vp_enter(ctx: Ctx, tdvpr: int) -> Rule:
             st(Status.TDX_TDCX_NUM_INCORRECT))
     assoc = _associate(ctx, b, "vp.enter", t, v, allow_disabled=False)
     b.fault("vp.enter.epoch_lock", st(Status.TDX_OPERAND_BUSY, OperandId.TD_EPOCH))
+    # the 0-step mitigation may take the S-EPT tree lock and find it busy (§6.8, §10.7)
+    b.fault("vp.enter.zero_step", st(Status.TDX_OPERAND_BUSY, OperandId.SEPT_TREE))
     # ALL_CHECKS_PASSED
     return b.done(
         *assoc,
@@ -170,7 +172,8 @@ def tdh_vp_flush(ctx: Ctx, tdvpr: int) -> Rule:
 
 def _vp_rdwr(ctx: Ctx, tdvpr: int, leaf_spec: str, short: str, allow_disabled: bool) -> Rule:
     """TDH.VP.RD/WR (``tdh_vp_rd_wr.c``): TDVPR shared, TD_STATE, enough TDVPS pages, and
-    the vCPU is associated with this LP (tdx-reference.md §6.16)."""
+    the vCPU is associated with this LP (tdx-reference.md §6.16).  The field access rules
+    (field ID checks, TDX_METADATA_FIELD_NOT_READABLE) are not modelled: no field operand."""
     b = RuleBuilder(ctx)
     t, v = S.owner[tdvpr], S.vpslot[tdvpr]
     explicit_page(b, f"vp.{short}.tdvpr", tdvpr, PageType.PT_TDVPR, RCX, exclusive=False)
