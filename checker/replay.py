@@ -19,7 +19,8 @@ from .scenario import Scenario, ScenarioError, Step
 
 
 def platform_of(sc: Scenario) -> Platform:
-    return Platform(**sc.config.as_dict())
+    """The scenario's config line is the model's platform (``Config`` is a ``Platform``)."""
+    return sc.config
 
 
 def universe_of(sc: Scenario) -> Universe:

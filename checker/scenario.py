@@ -50,6 +50,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from tdxcheck.model.state import Platform
 from tdxcheck.model.status import (
     NONDETERMINISTIC,
     OperandId,
@@ -124,19 +125,9 @@ def _limit_text(lo: int, hi: int | None) -> str:
 
 
 @dataclass(frozen=True)
-class Config:
-    """The ``config`` line (scenario-format.md §1), with its defaults."""
-
-    packages: int = 2
-    cpus_per_package: int = 2
-    hkids: int = 4
-    tdcs_pages: int = 6
-    tdcx_pages: int = 5
-    max_vcpus: int = 8
-    sept_levels: int = 4
-    clflush_before_alloc: int = 1
-    clear_before_reuse: int = 1
-    wrapper_clflush: int = 1
+class Config(Platform):
+    """The ``config`` line (scenario-format.md §1): the model's ``Platform`` with its
+    defaults, each value checked against its limits."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -145,10 +136,6 @@ class Config:
             bad_type = not isinstance(v, int) or isinstance(v, bool)
             if bad_type or v < lo or (hi is not None and v > hi):
                 raise ValueError(f"{f.name} must be an integer {_limit_text(lo, hi)}, not {v!r}")
-
-    @property
-    def cpus(self) -> int:
-        return self.packages * self.cpus_per_package
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
