@@ -41,7 +41,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     path = args.file or str(builtin_scenario("kvm-lifecycle"))
     try:
         sc = parse_file(path)
-        result = replay(sc, Engine(universe_of(sc), ablate=args.ablate) if args.ablate else None)
+        result = replay(sc, Engine(universe_of(sc), ablate=args.ablate) if args.ablate else None,
+                        run=args.engine)
     except ScenarioError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
@@ -142,6 +143,103 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _config_args(args: argparse.Namespace) -> Any:
+    """``--config NAME`` with ``key=value`` overrides (ValueError on anything else)."""
+    from .programs import make_config
+
+    bad = [a for a in args.args if "=" not in a]
+    if bad:
+        raise ValueError(f"expected key=value, got {' '.join(bad)}")
+    return make_config(args.config, dict(a.split("=", 1) for a in args.args))
+
+
+def _cmd_coverage(args: argparse.Namespace) -> int:
+    import json
+
+    from .coverage import BaselineError, collect, compare, comparison_text, coverage_text
+    from .coverage import dumps, load
+
+    try:
+        config = _config_args(args)
+        baseline = load(args.baseline) if args.baseline else None
+        cov, _walk = collect(config, faults=args.faults, ablate=args.ablate,
+                             symmetry=False if args.no_symmetry else None,
+                             progress=None if args.quiet else _progress_printer())
+    except BaselineError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as e:
+        print(f"tdxcheck: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.quiet and sys.stderr.isatty():
+        print(file=sys.stderr)
+    if args.save:
+        Path(args.save).write_text(dumps(cov))
+    cmp = compare(baseline, cov) if baseline is not None else None
+    if args.json:
+        data = cov.to_json()
+        if cmp is not None:
+            data["baseline"] = {"file": args.baseline, "regressions": cmp.regressions,
+                                "gained": cmp.gained, "notes": cmp.notes}
+        print(json.dumps(data, indent=1, sort_keys=True))
+    else:
+        print(coverage_text(cov, f"tdxcheck coverage: host any, config {cov.description}"))
+        if cmp is not None:
+            print()
+            print(comparison_text(cmp, args.baseline))
+    return EXIT_VIOLATED if cmp is not None and not cmp.ok else EXIT_OK
+
+
+def _cmd_graph(args: argparse.Namespace) -> int:
+    from .graphs import FORMATS, dot_available, graph, write
+
+    fmt = args.format
+    if fmt is None:
+        suffix = Path(args.output).suffix.lstrip(".") if args.output else ""
+        fmt = suffix if suffix in FORMATS else "dot"
+    try:
+        if fmt == "png" and not args.output:
+            raise ValueError("--format png writes binary: give -o FILE")
+        if fmt in ("svg", "png") and not dot_available():
+            raise ValueError(f"--format {fmt} needs Graphviz's dot on the PATH (apt-get "
+                             f"install graphviz); dot, graphml and json need nothing")
+        config = _config_args(args)
+        G = graph(config, args.projection, symmetry=not args.no_symmetry,
+                  max_states=args.max_states,
+                  progress=None if args.quiet else _progress_printer())
+        data = write(G, fmt)
+    except ValueError as e:
+        print(f"tdxcheck: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.quiet and sys.stderr.isatty():
+        print(file=sys.stderr)
+    if args.output:
+        Path(args.output).write_bytes(data)
+        print(f"{args.output}: {args.projection} graph of {G.graph['config']}, "
+              f"{G.number_of_nodes():,} nodes, {G.number_of_edges():,} edges ({fmt})")
+    else:
+        sys.stdout.write(data.decode())
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .html_report import collect, write_report
+
+    try:
+        config = _config_args(args)
+        data = collect(config, faults=args.faults, ablate=args.ablate,
+                       progress=None if args.quiet else _progress_printer())
+    except ValueError as e:
+        print(f"tdxcheck: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.quiet and sys.stderr.isatty():
+        print(file=sys.stderr)
+    path = write_report(data, args.output)
+    print(f"{path}: verdict {data.run.result.verdict}, {len(data.coverage.holes())} "
+          f"status cell(s) never reached")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tdxcheck", description="Model checker for the Intel TDX host/module rules.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -153,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print only steps with a violation or a mismatch")
     r.add_argument("--ablate", action="append", default=[], metavar="CHECK",
                    help="replay with a module check removed (as the check run that wrote it)")
+    r.add_argument("--engine", choices=("both", "model", "executor"), default="both",
+                   help="the model, the concrete executor, or both in lockstep (default): "
+                   "any status or effect they disagree on fails the replay")
     r.set_defaults(fn=_cmd_replay)
 
     c = sub.add_parser("check", help="explore every reachable state (breadth-first)",
@@ -182,6 +283,55 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the result as JSON")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     c.set_defaults(fn=_cmd_check)
+
+    cv = sub.add_parser("coverage", help="what the explorer exercised: wrappers x statuses",
+                        description="Explore --host any with coverage counters: per wrapper "
+                        "how often it was enabled, fired and reached new states, and every "
+                        "status its rules can return with how often it did. Exit 0, 1 when "
+                        "--baseline lists something no longer reached, 2 bad input.")
+    cv.add_argument("args", nargs="*", metavar="key=value", help="config overrides")
+    cv.add_argument("--host", choices=("any",), default="any", help="the host program (any)")
+    cv.add_argument("--config", default="default", help="tiny | default | large")
+    cv.add_argument("--faults", action="store_true", help="explore the fault points too")
+    cv.add_argument("--ablate", action="append", default=[], metavar="CHECK",
+                    help="remove a module check by name")
+    cv.add_argument("--no-symmetry", action="store_true", help="turn symmetry reduction off")
+    cv.add_argument("--baseline", metavar="FILE",
+                    help="a saved coverage file: fail if something it reached is not reached")
+    cv.add_argument("--save", metavar="FILE", help="write the coverage file (JSON)")
+    cv.add_argument("--json", action="store_true", help="print the coverage as JSON")
+    cv.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    cv.set_defaults(fn=_cmd_coverage)
+
+    g = sub.add_parser("graph", help="the state graph or a projection of it",
+                       description="The full state graph of a small configuration, or one "
+                       "object's machine (td, page, hkid, vcpu) with edges counted per "
+                       "wrapper and status. SVG and PNG need Graphviz's dot.")
+    g.add_argument("args", nargs="*", metavar="key=value", help="config overrides")
+    g.add_argument("--projection", choices=("full", "td", "page", "hkid", "vcpu"),
+                   default="td")
+    g.add_argument("--config", default="tiny", help="tiny (default) | default | large")
+    g.add_argument("--format", choices=("dot", "graphml", "json", "svg", "png"), default=None,
+                   help="default: from the -o suffix, else dot")
+    g.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+    g.add_argument("--no-symmetry", action="store_true", help="turn symmetry reduction off")
+    g.add_argument("--max-states", type=int, default=5000,
+                   help="refuse a full graph of more states (default 5000)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    g.set_defaults(fn=_cmd_graph)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page for a configuration",
+                        description="Run check, coverage and the projection graphs (and the "
+                        "prover and mutants when the build has them); write DIR/NAME.html.")
+    rp.add_argument("args", nargs="*", metavar="key=value", help="config overrides")
+    rp.add_argument("--config", default="default", help="tiny | default | large")
+    rp.add_argument("-o", "--output", default="reports", metavar="DIR",
+                    help="directory to write into (default: reports)")
+    rp.add_argument("--faults", action="store_true", help="explore the fault points too")
+    rp.add_argument("--ablate", action="append", default=[], metavar="CHECK",
+                    help="remove a module check by name")
+    rp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    rp.set_defaults(fn=_cmd_report)
     return p
 
 

@@ -75,12 +75,25 @@ class Mismatch:
 
 
 @dataclass
+class Disagreement:
+    """A status or an observed effect on which the model and the executor differ."""
+
+    step_index: int
+    line: int
+    model: str
+    executor: str
+
+
+@dataclass
 class ReplayResult:
     file: str
     steps: list[ReplayStep]
     mismatches: list[Mismatch]
     final_state: State
     ablate: tuple[str, ...] = ()
+    engine: str = "model"
+    consequences: list[object] = field(default_factory=list)  # executor Consequence objects
+    disagreements: list[Disagreement] = field(default_factory=list)
 
     @property
     def violations(self) -> list[tuple[ReplayStep, Violation]]:
@@ -88,7 +101,7 @@ class ReplayResult:
 
     @property
     def ok(self) -> bool:
-        return not self.mismatches and not self.violations
+        return not self.mismatches and not self.violations and not self.disagreements
 
 
 def replay_order(sc: Scenario) -> list[Step]:
@@ -98,9 +111,46 @@ def replay_order(sc: Scenario) -> list[Step]:
     return prefix + rest
 
 
-def replay(sc: Scenario, engine: Engine | None = None) -> ReplayResult:
+def observe_model(sc: Scenario, u: Universe, eng: Engine, s: State) -> dict[str, int | None]:
+    """The model's state in the executor's projection (``Executor.observe``): per named
+    page its PAMT type and allocator bit, per td its lifecycle and op state (None unless its
+    TDR is a TDR), per private HKID its KOT state and pool bit, per vp its TDVPS state and
+    associated CPU (None unless its TDVPR is a TDVPR / it is associated)."""
+    lay = eng.layout
+    get = lambda f, *i: s[lay.flat(f, i)]  # noqa: E731
+    out: dict[str, int | None] = {}
+    for name in u.pages:
+        p = u.page_index(name)
+        out[f"page.{name}.pt"] = get("pt", p)
+        out[f"page.{name}.allocated"] = get("host", p)
+    for t, name in enumerate(u.tds):
+        page = u.page_index(sc.td_tdr[name]) if name in sc.td_tdr else 0
+        live = page and get("pt", page) == 4 and get("owner", page) == t
+        out[f"td.{name}.lifecycle"] = get("lifecycle", t) if live else None
+        out[f"td.{name}.op_state"] = get("op_state", t) if live else None
+    for h in range(1, u.platform.hkids):
+        out[f"kot.{h}.state"] = get("kot_state", h)
+        out[f"hkid.{h}.allocated"] = get("host_hkid", h)
+    for v, name in enumerate(u.vps):
+        page = u.page_index(sc.vp_tdvpr[name]) if name in sc.vp_tdvpr else 0
+        live = page and get("pt", page) == 6 and get("vpslot", page) == v
+        out[f"vp.{name}.state"] = get("state", v) if live else None
+        assoc = get("assoc", v)
+        out[f"vp.{name}.assoc_cpu"] = assoc - 1 if live and assoc else None
+    return out
+
+
+def replay(sc: Scenario, engine: Engine | None = None, run: str = "model") -> ReplayResult:
+    """Replay ``sc`` on the model, the executor, or both in lockstep (``run``)."""
     u = universe_of(sc)
     eng = engine or Engine(u)
+    ex = None
+    if run in ("executor", "both"):
+        from .executor import Executor
+
+        ex = Executor(sc.config.as_dict(), ablate=tuple(eng.ablate),
+                      names={"page": list(u.pages), "td": list(u.tds), "vp": list(u.vps)})
+    disagreements: list[Disagreement] = []
     lay = eng.layout
     s = eng.initial()
     seen: set[tuple[str, int]] = set()
@@ -117,12 +167,12 @@ def replay(sc: Scenario, engine: Engine | None = None) -> ReplayResult:
             fault = -1
             if st.fault:
                 fi = eng.compiled(a).fault_index(st.fault)
-                if fi is None:
+                if fi is None and not _fails_before_faults(eng.compiled(a).rule):
                     names = ", ".join(status_name(f.status) for f in eng.compiled(a).rule.faults)
                     raise ScenarioError(sc.file, st.line,
                                         f"{a.kind} has no fault point for {st.fault} "
                                         f"(its fault points: {names or 'none'})")
-                fault = fi
+                fault = -1 if fi is None else fi
             r = eng.step(s, a, fault)
             if r.status == NOT_ENABLED:
                 note = f"{describe(a, u)} cannot happen here: {_why_not(a)}"
@@ -148,11 +198,61 @@ def replay(sc: Scenario, engine: Engine | None = None) -> ReplayResult:
                 st.line, idx, st.expected_text or "-",
                 status_name(status) if status is not None else "not enabled",
                 note or f"expected {st.expected_text}, got {status_name(status or 0)}"))
+        if ex is not None:
+            disagreements += _lockstep(ex, sc, u, eng, st, idx, status, bool(note), s)
         changes = [Change(lay.label(i), lay.show(i, x), lay.show(i, y))
                    for i, x, y in lay.diff(before, s)]
         steps.append(ReplayStep(idx, st.line, st.text, [describe(a, u) for a in acts], status,
                                 st.expected_text, ok, where_name, note, changes, viol))
-    return ReplayResult(sc.file, steps, mismatches, s, tuple(sorted(eng.ablate)))
+    consequences: list[object] = []
+    if ex is not None:
+        ex.finish()
+        consequences = list(ex.consequences)
+    if run == "executor":
+        # the executor's statuses are the answer; the model still ran to compare
+        pass
+    return ReplayResult(sc.file, steps, mismatches, s, tuple(sorted(eng.ablate)), run,
+                        consequences, disagreements)
+
+
+def _lockstep(ex: object, sc: Scenario, u: Universe, eng: Engine, st: Step, idx: int,
+              status: int | None, not_enabled: bool, s: State) -> list[Disagreement]:
+    """Run ``st`` on the executor and compare its status and observed state with the model's."""
+    from .executor import StepNotEnabled
+
+    out: list[Disagreement] = []
+    try:
+        r = ex.step(st.name, st.operands, st.cpu, st.fault)  # type: ignore[attr-defined]
+        ex_status, ex_enabled = r.status, True
+    except StepNotEnabled:
+        ex_status, ex_enabled = None, False
+    if ex_enabled == not_enabled or (ex_enabled and ex_status != status):
+        show = lambda x, en: ("not enabled" if not en  # noqa: E731
+                              else status_name(x) if x is not None else "-")
+        out.append(Disagreement(idx, st.line, show(status, not not_enabled),
+                                show(ex_status, ex_enabled)))
+    mine = observe_model(sc, u, eng, s)
+    theirs = ex.observe()  # type: ignore[attr-defined]
+    diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    if diff:
+        out.append(Disagreement(idx, st.line,
+                                "; ".join(f"{k}={mine.get(k)}" for k in diff),
+                                "; ".join(f"{k}={theirs.get(k)}" for k in diff)))
+    return out
+
+
+def _fails_before_faults(rule: object) -> bool:
+    """The rule fails at a check that does not depend on the state (an invalid operand),
+    so no fault point can be reached whatever ``fault=`` asks for."""
+    from tdxcheck.model.expr import Const
+    from tdxcheck.model.rule import Check, Fault
+
+    for step in rule.steps:  # type: ignore[attr-defined]
+        if isinstance(step, Fault):
+            return False
+        if isinstance(step, Check) and isinstance(step.ok, Const) and not step.ok.value:
+            return True
+    return False
 
 
 def _why_not(a: Action) -> str:

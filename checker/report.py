@@ -43,13 +43,23 @@ def replay_text(r: ReplayResult, verbose: bool = True) -> str:
             out.append(f"   !! {r.file}:{st.line}: [{v.invariant}] {v.message}")
     verdict = "ok" if r.ok else "FAILED"
     out.append("")
+    agree = (f", {len(r.disagreements)} model/executor disagreement(s)"
+             if r.engine == "both" else "")
     out.append(f"{r.file}: {len(r.steps)} steps, {nviol} violation(s), "
-               f"{len(r.mismatches)} mismatch(es): {verdict}")
+               f"{len(r.mismatches)} mismatch(es){agree}: {verdict}")
     for st, v in r.violations:
         out.append(f"{r.file}:{st.line}: error: [{v.invariant}] violated at step {st.index + 1}: "
                    f"{v.message}")
     for m in r.mismatches:
         out.append(f"{r.file}:{m.line}: error: step {m.step_index + 1}: {m.message}")
+    for d in r.disagreements:
+        out.append(f"{r.file}:{d.line}: error: step {d.step_index + 1}: model and executor "
+                   f"disagree: model {d.model}; executor {d.executor}")
+    if r.engine != "model":
+        out.append(f"executor: {len(r.consequences)} consequence(s)"
+                   + (":" if r.consequences else ""))
+        for c in r.consequences:
+            out.append(f"  step {c.step_index + 1}: {c.kind}: {c.message}")  # type: ignore[attr-defined]
     if not r.ok:
         out.append(f"reproduce: tdxcheck replay {r.file}"
                    + "".join(f" --ablate {a}" for a in r.ablate))
@@ -79,6 +89,12 @@ def replay_json(r: ReplayResult) -> dict[str, Any]:
              "actual": m.actual, "message": m.message}
             for m in r.mismatches
         ],
+        **({} if r.engine == "model" else {
+            "consequences": [{"kind": c.kind, "step_index": c.step_index,  # type: ignore
+                              "message": c.message} for c in r.consequences],  # type: ignore
+            "disagreements": [{"step_index": d.step_index, "model": d.model,
+                               "executor": d.executor} for d in r.disagreements],
+        }),
     }
 
 

@@ -23,16 +23,20 @@ def tdh_mng_create(ctx: Ctx, td: int, tdr: int, hkid: int) -> Rule:
     """TDH.MNG.CREATE: make a free page the TDR of a new TD holding a free private HKID.
 
     Source: tdh_mng_create.c (leaf 9); tdx-reference.md §6.1.  ``td`` is the model slot the
-    new TD's data lives in (the module keeps it in the TDR page itself).
+    new TD's data lives in (the module keeps it in the TDR page itself).  The module's
+    global KeyID is inside the TDX KeyID range, so it passes ``is_private_hkid`` and is
+    refused as not free: its KOT entry is HKID_RESERVED (tdh_sys_config.c).
     """
     b = RuleBuilder(ctx)
     p = ctx.p
-    b.check("mng.create.hkid_private", int(1 <= hkid < p.hkids),
+    b.check("mng.create.hkid_private", int(1 <= hkid <= p.global_keyid),
             st(Status.TDX_OPERAND_INVALID, RDX))
     explicit_page(b, "mng.create.tdr", tdr, PageType.PT_NDA, RCX, exclusive=True)
     b.fault("mng.create.kot_lock", st(Status.TDX_OPERAND_BUSY, OperandId.KOT))
-    b.check("mng.create.hkid_free", S.kot_state[hkid] == KotState.KOT_STATE_HKID_FREE,
-            st(Status.TDX_HKID_NOT_FREE))
+    free = S.kot_state[hkid] == KotState.KOT_STATE_HKID_FREE if hkid < p.hkids else 0
+    b.check("mng.create.hkid_free", free, st(Status.TDX_HKID_NOT_FREE))
+    if hkid >= p.hkids:
+        return b.done()  # the check above always fails: no effects to build
     b.fault("mng.create.rnd_entropy", st(Status.TDX_RND_NO_ENTROPY))
     # ALL_CHECKS_PASSED
     fresh = [set_(getattr(S, f)[td], 0) for f in TD_FIELDS]

@@ -133,9 +133,11 @@ def tdh_vp_enter(ctx: Ctx, tdvpr: int) -> Rule:
     b.check("vp.enter.tdvps_pages", S.num_pages[v] >= ctx.p.tdvps_pages,
             st(Status.TDX_TDCX_NUM_INCORRECT))
     assoc = _associate(ctx, b, "vp.enter", t, v, allow_disabled=False)
-    b.fault("vp.enter.epoch_lock", st(Status.TDX_OPERAND_BUSY, OperandId.TD_EPOCH))
+    # a failure after check_and_associate_vcpu keeps the association: tdh_vp_enter.c's
+    # EXIT_FAILURE path releases locks but does not undo it
+    b.fault("vp.enter.epoch_lock", st(Status.TDX_OPERAND_BUSY, OperandId.TD_EPOCH), assoc)
     # the 0-step mitigation may take the S-EPT tree lock and find it busy (§6.8, §10.7)
-    b.fault("vp.enter.zero_step", st(Status.TDX_OPERAND_BUSY, OperandId.SEPT_TREE))
+    b.fault("vp.enter.zero_step", st(Status.TDX_OPERAND_BUSY, OperandId.SEPT_TREE), assoc)
     # ALL_CHECKS_PASSED
     return b.done(
         *assoc,

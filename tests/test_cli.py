@@ -22,7 +22,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_builtin_default_replays_clean() -> None:
     p = run("replay")
     assert p.returncode == 0, p.stderr
-    assert "0 violation(s), 0 mismatch(es): ok" in p.stdout
+    assert "0 violation(s), 0 mismatch(es), 0 model/executor disagreement(s): ok" in p.stdout
 
 
 def test_violation_exit_1_and_review_mail_text() -> None:
@@ -37,7 +37,12 @@ def test_json_contract(tmp_path: Path) -> None:
     p = run("replay", "--json", str(ROOT / "examples" / "bug-remove-without-block.tdx"))
     assert p.returncode == 1
     out = json.loads(p.stdout)
-    assert set(out) == {"steps", "violations", "mismatches"}
+    # the contract's three keys, plus the executor's two (issue: concrete executor)
+    assert set(out) == {"steps", "violations", "mismatches", "consequences", "disagreements"}
+    assert out["disagreements"] == []
+    only_model = json.loads(run("replay", "--json", "--engine", "model", str(
+        ROOT / "examples" / "bug-remove-without-block.tdx")).stdout)
+    assert set(only_model) == {"steps", "violations", "mismatches"}
     step = out["steps"][-1]
     assert set(step) == {"line", "step", "status", "status_code", "expected", "ok"}
     assert step["status"] == "TDX_GPA_RANGE_NOT_BLOCKED|RCX"

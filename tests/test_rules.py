@@ -344,8 +344,9 @@ FAILS: list[Fail] = []
 FAILS += [
     Fail(CREATE, "mng.create.hkid_private", INVALID + OP.RDX,
          at("boot", CREATE, td="td0", tdr="tdr0", hkid=0), "hkid 0"),
-    # the module's global KeyID is KOT HKID_RESERVED, outside the private range (§6.1 note)
-    Fail(CREATE, "mng.create.hkid_private", INVALID + OP.RDX,
+    # the module's global KeyID is inside the TDX KeyID range (is_private_hkid passes) and
+    # KOT HKID_RESERVED, so it is refused as not free (§6.1 note; tdh_sys_config.c)
+    Fail(CREATE, "mng.create.hkid_free", ST.TDX_HKID_NOT_FREE,
          at("boot", CREATE, td="td0", tdr="tdr0", hkid=GLOBAL_KEYID), "global KeyID"),
     # EXPLICIT_PAGE(RCX, PT_NDA, exclusive): the lock (row 3) comes before the type (row 5)
     Fail(CREATE, "mng.create.tdr.lock", BUSY + OP.RCX,
@@ -916,12 +917,15 @@ FAULTS: list[FaultCase] = [
     FaultCase(VPFLUSHDONE, 0, "mng.vpflushdone.kot_lock", BUSY + OP.KOT,
               at("flushed", VPFLUSHDONE, **T0)),
     FaultCase(FREEID, 0, "mng.key_freeid.kot_lock", BUSY + OP.KOT, at("wb1", FREEID, **T0)),
-    # from a non-associated vCPU: the failed entry must not leave a new association behind
+    # from a non-associated vCPU: a failure after check_and_associate_vcpu keeps the new
+    # association (tdh_vp_enter.c EXIT_FAILURE does not undo it)
     FaultCase(VP_ENTER, 0, "vp.enter.epoch_lock", BUSY + OP.TD_EPOCH,
-              at("flushed", VP_ENTER, 1, **_vi)),
+              at("flushed", VP_ENTER, 1, **_vi),
+              (("td0.num_assoc", "0", "1"), ("vp0.assoc", "NO_LP", "cpu1"))),
     # the 0-step filter's S-EPT tree lock (§6.8, §10.7)
     FaultCase(VP_ENTER, 1, "vp.enter.zero_step", BUSY + OP.SEPT_TREE,
-              at("flushed", VP_ENTER, 1, **_vi)),
+              at("flushed", VP_ENTER, 1, **_vi),
+              (("td0.num_assoc", "0", "1"), ("vp0.assoc", "NO_LP", "cpu1"))),
     *walk_faults(SEPT_ADD, "mem.sept_add",
                  at("inited", SEPT_ADD, tdr="tdr0", gpa=0, level=1, page="sept0")),
     *walk_faults(AUG, "mem.page_aug", at("runnable", AUG, **_au)),
