@@ -67,3 +67,32 @@ def test_hkid_reuse_with_dirty_lines_shows_on_the_executor() -> None:
     assert not r.disagreements, r.disagreements[:3]
     assert "keyid-after-vpflushdone" in {v.invariant for _, v in r.violations}
     assert "hkid-reuse-dirty-lines" in {c.kind for c in r.consequences}  # type: ignore[attr-defined]
+
+
+def test_seeded_random_walks_agree() -> None:
+    from tdxcheck.checker.conform import conform
+
+    for seed in (1, 2):
+        r = conform(10_000, seed)
+        assert r.ok, (r.disagreement, r.reproducer[-5:])
+
+
+def test_conform_finds_and_shrinks_a_planted_disagreement(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong executor (TRACK always BUSY) is caught and shrunk to a short reproducer."""
+    from tdxcheck.checker import conform as C
+    from tdxcheck.checker.executor import runner
+
+    real = runner.Executor.step
+
+    def wrong(self, name, operands=None, cpu=0, fault=None):  # type: ignore[no-untyped-def]
+        r = real(self, name, operands, cpu, fault)
+        if name == "tdh_mem_track":
+            r.status = 0x8000020000000000 + 169
+        return r
+
+    monkeypatch.setattr(runner.Executor, "step", wrong)
+    r = C.conform(2_000, 3)
+    assert not r.ok and r.disagreement is not None
+    assert "TDX_OPERAND_BUSY|TD_EPOCH" in r.disagreement.executor
+    body = r.reproducer[len(C.prefix_lines()):]
+    assert body[-1].startswith("tdh_mem_track") and len(body) <= 3
