@@ -240,6 +240,30 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_conform(args: argparse.Namespace) -> int:
+    from .conform import conform
+    from .report import dumps
+
+    r = conform(args.steps, args.seed)
+    if args.json:
+        d = r.disagreement
+        print(dumps({"steps": r.steps, "seed": r.seed, "agree": r.ok,
+                     "disagreement": None if d is None else {
+                         "step_index": d.step_index, "model": d.model,
+                         "executor": d.executor},
+                     "reproducer": r.reproducer}))
+    elif r.ok:
+        print(f"conform: {r.steps:,} random steps (seed {r.seed}): model and executor agree")
+    else:
+        d = r.disagreement
+        assert d is not None
+        print(f"conform: seed {r.seed}: model and executor disagree at the last step of this "
+              f"{len(r.reproducer)}-line reproducer:\n  model:    {d.model}\n"
+              f"  executor: {d.executor}\n")
+        print("\n".join(r.reproducer))
+    return EXIT_OK if r.ok else EXIT_VIOLATED
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tdxcheck", description="Model checker for the Intel TDX host/module rules.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -332,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="remove a module check by name")
     rp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     rp.set_defaults(fn=_cmd_report)
+
+    f = sub.add_parser("conform", help="random walks on the model and the executor in lockstep")
+    f.add_argument("--steps", type=int, default=10_000)
+    f.add_argument("--seed", type=int, default=1)
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(fn=_cmd_conform)
     return p
 
 
