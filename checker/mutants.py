@@ -1,0 +1,207 @@
+"""``tdxcheck mutants``: seeded bugs in the kvm host, each one a one-line change.
+
+A mutant is ``KvmHost`` with one switch of ``kvm.SWITCHES`` flipped; the switch is read in
+exactly one place in ``checker/kvm.py``, where a real or plausible patch would change one
+line.  Each mutant names the invariant that must catch it.  A mutant that survives is a
+hole in the model or in the properties, to be fixed, not dropped.
+
+Where KVM's bug makes a module check refuse the call, the module keeps its own invariants and
+the bug shows as KVM's error path leaking on a run with no injected fault: ``no-leak``.
+(Removing that module check instead shows the invariant it protects: ``tdxcheck ablate``.)
+
+``EQUIVALENT`` lists mutations the issue suggests that cannot change any run of KVM's
+protocol: the line they change is only reached on an error path KVM never takes (checked by
+``equivalence_evidence``: the path is unreachable even with every fault injected).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .explore import Limits, explore
+from .kvm import SWITCHES, KvmHost, kvm_config
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str  # the switch in kvm.SWITCHES
+    description: str  # the patch, in words, and the invariant that catches it
+    invariant: str
+    faults: bool = False  # the bug needs a module fault (an error path) to show
+
+
+MUTANTS: tuple[Mutant, ...] = (
+    Mutant("skip_cache_wb_one_package",
+           "tdx_mmu_release_hkid skips TDH.PHYMEM.CACHE.WB on the last package: KEY.FREEID "
+           "fails (TDX_WBCACHE_NOT_COMPLETE) and KVM leaks the HKID and every page: no-leak",
+           "no-leak"),
+    Mutant("free_hkid_on_freeid_failure",
+           "tdx_hkid_free() also when TDH.MNG.KEY.FREEID fails (after CACHE.WB gave up): the "
+           "HKID goes back to the pool while the KOT still holds it: keyid-after-vpflushdone",
+           "keyid-after-vpflushdone", faults=True),
+    Mutant("flush_vp_wrong_cpu",
+           "tdx_mmu_release_hkid flushes a vCPU on the wrong CPU: TDH.VP.FLUSH says "
+           "NOT_ASSOCIATED (ignored), VPFLUSHDONE says FLUSHVP_NOT_DONE, the HKID and every "
+           "page leak: no-leak", "no-leak"),
+    Mutant("skip_wbinvd_after_remove",
+           "tdx_sept_drop_private_spte skips TDH.PHYMEM.PAGE.WBINVD after PAGE.REMOVE: the "
+           "page is cleared and freed with dirty lines under the HKID: flush-before-reclaim",
+           "flush-before-reclaim"),
+    Mutant("clear_before_wbinvd",
+           "tdx_sept_drop_private_spte clears the removed page before PAGE.WBINVD: MOVDIR64B "
+           "writes it while HKID lines remain: flush-before-reclaim", "flush-before-reclaim"),
+    Mutant("skip_tdr_global_wbinvd",
+           "tdx_reclaim_td_control_pages skips tdh_phymem_page_wbinvd_tdr: the TDR is cleared "
+           "and freed with dirty lines under the module's global KeyID: flush-before-reclaim",
+           "flush-before-reclaim"),
+    Mutant("reclaim_tdr_before_tdcs",
+           "tdx_reclaim_td_control_pages reclaims the TDR before the TDCS pages: RECLAIM says "
+           "TD_ASSOCIATED_PAGES_EXIST, KVM returns and the TDR and TDCS pages leak: no-leak",
+           "no-leak"),
+    Mutant("skip_track_before_remove",
+           "tdx_sept_remove_private_spte drops tdx_track()'s TDH.MEM.TRACK: PAGE.REMOVE says "
+           "TLB_TRACKING_NOT_DONE, KVM_BUG_ON, the pinned page and then the TDR leak: no-leak",
+           "no-leak"),
+    Mutant("skip_kick_after_track",
+           "tdx_track drops the kick (KVM_REQ_OUTSIDE_GUEST_MODE) after TDH.MEM.TRACK: a vCPU "
+           "still in the guest keeps the old epoch busy, PAGE.REMOVE fails, the page and the "
+           "TDR leak: no-leak", "no-leak"),
+    Mutant("skip_clflush_page_aug",
+           "tdh_mem_page_aug hands the guest_memfd folio over without tdx_clflush_page(): the "
+           "module takes a page with dirty KeyID-0 lines: flush-before-alloc",
+           "flush-before-alloc"),
+    Mutant("skip_clear_after_reclaim",
+           "tdx_reclaim_page drops tdx_clear_page(): a reclaimed control page goes back to the "
+           "allocator without MOVDIR64B: clear-before-reuse", "clear-before-reuse"),
+    Mutant("migrate_without_flush",
+           "tdx_vcpu_load moves a vCPU to a new CPU without tdx_flush_vp_on_cpu(): VP.ENTER "
+           "says VCPU_ASSOCIATED, teardown flushes the wrong CPU, VPFLUSHDONE fails and "
+           "everything leaks: no-leak", "no-leak"),
+    Mutant("hkid_free_before_freeid",
+           "tdx_hkid_free() moved before tdh_mng_key_freeid() (right after VPFLUSHDONE): the "
+           "HKID is back in the pool before CACHE.WB and FREEID: keyid-after-vpflushdone",
+           "keyid-after-vpflushdone"),
+    Mutant("skip_vpflushdone",
+           "tdx_mmu_release_hkid skips TDH.MNG.VPFLUSHDONE: KEY.FREEID says "
+           "LIFECYCLE_STATE_INCORRECT and KVM leaks the HKID and every page: no-leak",
+           "no-leak"),
+    Mutant("vm_destroy_before_sept_free",
+           "kvm_arch_destroy_vm calls vm_destroy before kvm_mmu_uninit_vm (the order before "
+           "\"KVM: x86: Free vCPUs before freeing VM state\"): the TDR still has S-EPT "
+           "children, its RECLAIM fails and the TDR leaks: no-leak", "no-leak"),
+    Mutant("vcpu_free_without_reclaim",
+           "tdx_vcpu_free frees the TDVPR/TDCX pages with __free_page() without "
+           "TDH.PHYMEM.PAGE.RECLAIM: the allocator gets pages the module owns: "
+           "no-double-assignment", "no-double-assignment"),
+    Mutant("release_hkid_before_gmem_zap",
+           "vm_pre_destroy (tdx_mmu_release_hkid) runs before kvm_gmem_release zaps the "
+           "private pages: the zap hits KVM_BUG_ON(!is_hkid_assigned), the page and the TDR "
+           "leak: no-leak", "no-leak"),
+    Mutant("skip_vp_flush_on_release",
+           "tdx_mmu_release_hkid drops the tdx_flush_vp_on_cpu() loop: VPFLUSHDONE says "
+           "FLUSHVP_NOT_DONE and the HKID and every page leak: no-leak", "no-leak"),
+)
+
+#: suggested mutations that no run of KVM's protocol can tell apart from KVM: (switch,
+#: description, the KVM error site the changed line sits behind)
+EQUIVALENT: tuple[tuple[str, str, str], ...] = (
+    ("ignore_flushvp_not_done",
+     "tdx_mmu_release_hkid goes on to CACHE.WB and FREEID after TDX_FLUSHVP_NOT_DONE: every "
+     "vCPU KVM could have associated is flushed on its CPU just before, and VP.FLUSH has no "
+     "fault point, so VPFLUSHDONE never says FLUSHVP_NOT_DONE",
+     "tdx_mmu_release_hkid: tdh_mng_vpflushdone (TDX_FLUSHVP_NOT_DONE)"),
+    ("free_page_after_failed_reclaim",
+     "tdx_reclaim_control_page frees a page whose RECLAIM failed: KVM reclaims control pages "
+     "only after a successful KEY.FREEID (TD_TEARDOWN) with no vCPU running, so RECLAIM of a "
+     "TDCS, TDVPR or TDCX page never fails",
+     "tdx_reclaim_control_page: tdh_phymem_page_reclaim"),
+)
+
+assert {m.name for m in MUTANTS} | {e[0] for e in EQUIVALENT} == set(SWITCHES)
+
+
+def run_mutant(m: Mutant, config_name: str = "tiny", limits: Limits = Limits(),
+               pinning: bool = True) -> dict[str, Any]:
+    """Explore one mutant; the row of the mutants table."""
+    t0 = time.monotonic()
+    prog = KvmHost(kvm_config(config_name), faults=m.faults, mutant=m.name, pinning=pinning)
+    r = explore(prog, limits, stop_at_first=False)
+    found = {cx.invariant: cx for cx in r.violations}
+    shortest = min(r.violations, key=lambda c: (c.length, c.invariant), default=None)
+    hit = found.get(m.invariant) or shortest
+    from .kvm import trace_of
+
+    return {
+        "name": m.name,
+        "description": m.description,
+        "killed": bool(r.violations),
+        "invariant": hit.invariant if hit else None,
+        "length": hit.length if hit else None,
+        "expected": m.invariant,
+        "also": {inv: cx.length for inv, cx in found.items() if hit and inv != hit.invariant},
+        "faults": m.faults,
+        "verdict": r.verdict,
+        "states": r.states,
+        "seconds": round(time.monotonic() - t0, 3),
+        "trace": trace_of(prog, hit) if hit else [],
+        "message": hit.message if hit else "",
+    }
+
+
+def run_mutants(config_name: str = "tiny", names: Sequence[str] | None = None,
+                limits: Limits = Limits(), pinning: bool = True,
+                progress: Callable[[int, int, str], None] | None = None
+                ) -> list[dict[str, Any]]:
+    """Every mutant (or those named), one row each (see ``run_mutant``)."""
+    chosen = [m for m in MUTANTS if names is None or m.name in names]
+    if names is not None:
+        unknown = set(names) - {m.name for m in MUTANTS}
+        if unknown:
+            raise ValueError(f"unknown mutant(s): {', '.join(sorted(unknown))}")
+    rows = []
+    for i, m in enumerate(chosen):
+        if progress is not None:
+            progress(i, len(chosen), m.name)
+        rows.append(run_mutant(m, config_name, limits, pinning))
+    return rows
+
+
+def equivalence_evidence(config_name: str = "tiny") -> list[dict[str, Any]]:
+    """For each ``EQUIVALENT`` mutation: whether KVM (with every fault) ever reaches the error
+    site its changed line sits behind, and whether the mutant is killed."""
+    from .kvm import run_kvm
+
+    ref = run_kvm(config_name, faults=True)
+    out = []
+    for name, desc, site in EQUIVALENT:
+        prog = KvmHost(kvm_config(config_name), faults=True, mutant=name)
+        r = explore(prog, stop_at_first=False)
+        out.append({"name": name, "description": desc, "site": site,
+                    "site_reached": ref.errors_reached.get(site) is not None,
+                    "killed": bool(r.violations), "states": r.states})
+    return out
+
+
+def mutants_table(rows: Sequence[dict[str, Any]]) -> str:
+    w = max([len(r["name"]) for r in rows] + [6])
+    iw = max([len(r["invariant"] or "-") for r in rows] + [9])
+    out = [f"{'mutant':<{w}}  {'killed':<6}  {'invariant':<{iw}}  {'length':>6}  {'seconds':>7}"]
+    for r in rows:
+        killed = "yes" if r["killed"] else "NO"
+        ln = r["length"] if r["length"] is not None else "-"
+        out.append(f"{r['name']:<{w}}  {killed:<6}  {r['invariant'] or '-':<{iw}}  {ln:>6}  "
+                   f"{r['seconds']:7.2f}")
+    n = sum(r["killed"] for r in rows)
+    out.append(f"{n}/{len(rows)} mutants killed")
+    wrong = [r["name"] for r in rows if r["killed"] and r["invariant"] != r["expected"]]
+    if wrong:
+        out.append("killed by another invariant than described: " + ", ".join(wrong))
+    return "\n".join(out)
+
+
+def mutants_json(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {"mutants": [{k: r[k] for k in ("name", "description", "killed", "invariant",
+                                           "length")} for r in rows]}

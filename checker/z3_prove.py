@@ -1,0 +1,967 @@
+"""``tdxcheck prove``: the invariants for runs of any length (induction), and bounded model
+checking, with Z3 over the rule data (``checker/z3_encode.py``, the one Z3 reading).
+
+Scope: ``--host any`` (``programs.AnyHost``): its transitions are ``any_host_actions(u)``
+with their host-side guards (plus every fault point with ``faults``), its initial state is
+``AnyHost.initial()``, and only the clauses the *module* guarantees are proved
+(``Invariant.state_clauses(u, "module")``, ``step_clauses(u, a, "module")``).  Scenario
+files are not proved here (``tdxcheck check FILE`` explores them).
+
+Induction (mypyvy ``verify``, Apalache ``--init=IndInv --length=1``): the *hypotheses* are
+every module invariant, every lemma of ``properties/lemmas.py`` and ``state-encoding``
+(every cell within its ``Layout.value_bound``, enum cells members of their enum: the
+range in which the Z3 and the Python readings of a rule agree).  Each hypothesis must hold
+in the initial state, and for each hypothesis *T* and each transition *a* the query
+
+    typing(s) ∧ hypotheses(s) ∧ guard_a(s) ∧ enabled_a(s) ∧ s' = a(s) ∧ ¬T(s, s')
+
+must be unsat (a step invariant's clauses read ``s`` and ``s'``).  A transition that
+changes no cell a state hypothesis reads keeps it (the frame rule): no query is asked.
+If every query is unsat the conjunction of the hypotheses is inductive, so each holds in
+every reachable state.  If some query is sat (or unknown), that hypothesis is dropped and
+the others are proved again without it (Houdini), until what is left is inductive: those
+are ``proved``; a dropped one is ``violated`` if a bounded search from the initial state
+reaches a violation (a trace that replays on ``Engine``), else ``not-inductive`` with its
+counterexample to induction (CTI): the transition with its operands and a minimised
+two-state diff.  A solver timeout is ``unknown``, never ``proved``.
+
+BMC (``mode="bmc"``): unrolls the transition relation from the initial state one step at a
+time (one solver, ``push``/``pop`` per query), asking at each depth for a violation of each
+invariant not yet violated; the first depth that answers sat is the shortest violation.
+As in the explorer, a state that breaks a state invariant is not expanded.  The trace is
+replayed on the concrete model (``AnyHost.apply_edge``) and returned as an
+``explore.Counterexample``, so ``report.counterexample_text`` and ``traces.any_host_tdx``
+print and write it as they do the explorer's.
+
+The engine returns data (``ProveResult``); ``prove_text``/``prove_json`` format it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import resource
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import z3
+
+from tdxcheck.model.actions import Action, describe, rule_of
+from tdxcheck.model.compile import compile_functions, new_gen, predicate_source
+from tdxcheck.model.expr import Const, Expr, reads
+from tdxcheck.model.rule import Ctx
+from tdxcheck.model.state import Layout, State
+from tdxcheck.model.status import status_name
+from tdxcheck.properties import INVARIANTS, Clause, Invariant
+from tdxcheck.properties.lemmas import LEMMAS
+
+from .engine import Engine
+from .explore import Counterexample
+from .programs import AnyHost, Config, any_host_actions
+from .z3_encode import Z3Encoder, enabled_term
+
+#: the incremental solver's budget per goal before the goal goes to a one-shot solver (ms)
+FAST_MS = 100
+#: the one-shot solver: preprocessing, then bit-blasting to SAT
+_TACTIC = z3.Then("simplify", "propagate-values", "solve-eqs", "elim-uncnstr", "simplify",
+                  "bit-blast", "sat")
+
+PROVED, VIOLATED, NOT_INDUCTIVE, UNKNOWN = "proved", "violated", "not-inductive", "unknown"
+#: bmc: no violation up to the depth searched (not a proof)
+NO_VIOLATION = "no-violation"
+#: the pseudo-invariant "every cell in range" (the explorer's name for its violation)
+TYPING = "state-encoding"
+
+INDUCTION, BMC = "induction", "bmc"
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+# ------------------------------------------------------------------ data
+@dataclass(frozen=True)
+class Transition:
+    """One edge of the any host: an action, its fault choice and its host-side guard.
+    ``eid`` is its edge id in ``AnyHost(u, faults).edges`` (same order)."""
+
+    eid: int
+    action: Action
+    fault: int  # -1: no fault point fires
+    fault_name: str | None
+    guard: Expr | None
+    label: str
+
+    @property
+    def text(self) -> str:
+        return self.label + (f" [fault {self.fault_name}]" if self.fault_name else "")
+
+
+@dataclass
+class Target:
+    """What is proved: an invariant, a lemma, or ``state-encoding``."""
+
+    id: str
+    kind: str  # "invariant" | "lemma" | "typing"
+    summary: str
+    inv: Invariant | None
+    clauses: list[Clause]  # state clauses (module-guaranteed)
+    read_sets: list[frozenset[int]] = field(default_factory=list)
+
+    def step_clauses(self, ctx: _Ctx, a: Action) -> list[Clause]:
+        if self.inv is None:
+            return []
+        return self.inv.step_clauses(ctx.u, a, "module")
+
+
+@dataclass
+class QueryRecord:
+    """One query: an induction query (target, transition edge id) or a BMC query (target,
+    depth, round 0): its answer (unsat | sat | unknown), time and solver calls (an
+    induction query asks one call per clause the transition may change)."""
+
+    target: str
+    edge: int
+    answer: str
+    seconds: float
+    round: int
+    calls: int = 1
+
+
+@dataclass
+class CTI:
+    """A counterexample to induction: a state where every hypothesis holds, a transition,
+    and the state after it, where ``invariant`` does not hold.  ``changes`` are the cells
+    the step changed (label, before, after); ``context`` the other cells of the minimised
+    pre-state that differ from the any host's initial state (label, value, read by the
+    violated clause?).  ``replayed``: the concrete engine, run on ``pre``, gives ``post``."""
+
+    invariant: str
+    edge: int
+    transition: str
+    status: str | None
+    clauses: list[str]
+    changes: list[tuple[str, str, str]]
+    context: list[tuple[str, str, bool]]
+    pre: State
+    post: State
+    replayed: bool
+    round: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "transition": self.transition, "edge": self.edge, "status": self.status,
+            "violated_clauses": self.clauses,
+            "changes": [{"field": f, "before": a, "after": b} for f, a, b in self.changes],
+            "pre_state": [{"field": f, "value": v, "read_by_clause": r}
+                          for f, v, r in self.context],
+            "replayed_on_engine": self.replayed,
+        }
+
+
+@dataclass
+class TargetResult:
+    invariant: str
+    kind: str
+    summary: str
+    status: str
+    seconds: float = 0.0
+    queries: int = 0
+    frame: int = 0  # transitions that change no cell the target reads: no query needed
+    slowest: tuple[float, str] | None = None
+    cti: CTI | None = None
+    counterexample: Counterexample | None = None
+    note: str = ""
+
+
+@dataclass
+class ProveResult:
+    config: Config
+    mode: str
+    depth: int | None  # bmc depth searched (or the confirmation depth of induction)
+    faults: bool
+    ablate: tuple[str, ...]
+    results: list[TargetResult]
+    transitions: int
+    queries: int
+    seconds: float
+    solver_seconds: float
+    rounds: int
+    peak_rss_mib: float
+    timeout_ms: int
+    records: list[QueryRecord] = field(default_factory=list)
+    _ctx: Any = None
+
+    @property
+    def ok(self) -> bool:
+        good = (PROVED,) if self.mode == INDUCTION else (NO_VIOLATION,)
+        return all(r.status in good for r in self.results)
+
+    @property
+    def exit_status(self) -> int:
+        """0: everything proved (bmc: no violation); 1: a violation or a hypothesis not
+        inductive; 3: only solver timeouts (``unknown``) stand in the way."""
+        if self.ok:
+            return 0
+        bad = {r.status for r in self.results} - {PROVED, NO_VIOLATION}
+        return 3 if bad == {UNKNOWN} else 1
+
+    @property
+    def queries_per_second(self) -> float:
+        return self.queries / self.solver_seconds if self.solver_seconds > 0 else 0.0
+
+    @property
+    def counterexamples(self) -> list[Counterexample]:
+        return [r.counterexample for r in self.results if r.counterexample is not None]
+
+    def program(self) -> AnyHost:
+        """The any-host program the counterexamples' edge ids refer to (for reporters and
+        ``traces.any_host_tdx``/``itf``)."""
+        return self._ctx.program()
+
+    def labels(self, cx: Counterexample) -> list[str]:
+        prog = self.program()
+        return [describe(prog.action_of(e), prog.u) for e, _ in cx.path]
+
+    def describe(self) -> str:
+        return self.config.describe()
+
+
+# ------------------------------------------------------------------ context
+def read_cells(e: Expr, lay: Layout) -> frozenset[int]:
+    """Every cell an expression may read (a non-constant index: every cell it can name)."""
+    out: set[int] = set()
+    for r in reads(e):
+        shape = lay.shape[r.field]
+        choices = [[i.value] if isinstance(i, Const) else range(n)
+                   for i, n in zip(r.index, shape, strict=True)]
+        for combo in itertools.product(*choices):
+            if all(0 <= c < n for c, n in zip(combo, shape, strict=True)):
+                out.add(lay.flat(r.field, combo))
+    return frozenset(out)
+
+
+def _object_of(lay: Layout, i: int) -> tuple[str, int]:
+    """The object a cell belongs to: (dimension, index); a TD's S-EPT entries are the TD's."""
+    f = lay.field_of(i)
+    k = i - lay.base[f.name]
+    if f.dim == "td_entry":
+        return ("td", k // lay.shape[f.name][1])
+    return (f.dim, k)
+
+
+class _Ctx:
+    """One configuration's transitions, targets, encoder and concrete evaluators."""
+
+    def __init__(self, config: Config, faults: bool, ablate: Sequence[str],
+                 invariants: Sequence[str] | None, lemmas: Sequence[str] | None) -> None:
+        self.config = config
+        self.u = u = config.universe()
+        self.faults = faults
+        self.ablate = tuple(ablate)
+        self.engine = Engine(u, ablate=ablate, only="module")
+        self.layout = lay = self.engine.layout
+        self.enc = Z3Encoder(lay)
+        self._prog: AnyHost | None = None
+        self.initial = self._initial()
+        # transitions, in AnyHost's edge order
+        self.trans: list[Transition] = []
+        for a, guard in any_host_actions(u):
+            rule = rule_of(a, Ctx(u, lay, a.cpu, frozenset(ablate)))
+            label = describe(a, u)
+            self.trans.append(Transition(len(self.trans), a, -1, None, guard, label))
+            if faults:
+                for k, f in enumerate(rule.faults):
+                    self.trans.append(Transition(len(self.trans), a, k,
+                                                 status_name(f.status), guard, label))
+        # targets: the module invariants, the lemmas, state-encoding
+        by_id = {inv.id: inv for inv in INVARIANTS}
+        if invariants is not None:
+            unknown = [i for i in invariants if i not in by_id]
+            if unknown:
+                raise ValueError(f"unknown invariant(s): {', '.join(unknown)}")
+        lem_by_id = {lm.id: lm for lm in LEMMAS}
+        if lemmas is not None:
+            unknown = [i for i in lemmas if i not in lem_by_id]
+            if unknown:
+                raise ValueError(f"unknown lemma(s): {', '.join(unknown)}")
+        self.targets: list[Target] = []
+        for inv in INVARIANTS:
+            if invariants is not None and inv.id not in invariants:
+                continue
+            if not self._has_module_clauses(inv):
+                continue
+            self.targets.append(Target(inv.id, "invariant", inv.summary, inv,
+                                       inv.state_clauses(u, "module")))
+        for lm in LEMMAS:
+            if lemmas is not None and lm.id not in lemmas:
+                continue
+            self.targets.append(Target(lm.id, "lemma", lm.summary, lm,
+                                       lm.state_clauses(u, "module")))
+        self.targets.append(Target(TYPING, "typing", "every cell within its declared range "
+                                   "(the Z3 and Python readings agree there)", None, []))
+        for t in self.targets:
+            t.read_sets = [read_cells(c.ok, lay) for c in t.clauses]
+        self._cell_typing: dict[tuple[int, int], Any] = {}
+        self._state_fns: dict[str, Any] = {}
+        self._step_fns: dict[tuple[str, Action], Any] = {}
+        self.bounds = self.enc.bounds
+
+    def cell_typing(self, i: int, state: list[Any]) -> Any:
+        """``Z3Encoder.typing`` of one cell (``state[i]``, a constant): the typing of the
+        initial state with that cell replaced, simplified (the other cells are values)."""
+        key = (i, state[i].get_id())
+        t = self._cell_typing.get(key)
+        if t is None:
+            s = self.enc.const_state(self.initial)
+            s[i] = state[i]
+            t = self._cell_typing[key] = z3.simplify(self.enc.typing(s, members=True))
+        return t
+
+    def _has_module_clauses(self, inv: Invariant) -> bool:
+        if inv.state_clauses(self.u, "module"):
+            return True
+        return any(inv.step_clauses(self.u, a, "module") for a, _g in any_host_actions(self.u))
+
+    def _initial(self) -> State:
+        lay = self.layout
+        from tdxcheck.model.enums import HostPage
+
+        s = list(lay.initial())
+        for pg in range(1, self.u.n_pages):
+            s[lay.flat("host", (pg,))] = int(HostPage.TDX)
+        for h in range(1, self.u.platform.hkids):
+            s[lay.flat("host_hkid", (h,))] = 1
+        return tuple(s)
+
+    def program(self) -> AnyHost:
+        if self._prog is None:
+            self._prog = AnyHost(self.u, faults=self.faults, ablate=self.ablate)
+            labels = [(e.label, e.fault) for e in self._prog.edges]
+            assert labels == [(t.label, t.fault_name) for t in self.trans], \
+                "the prover's transitions are not the any host's edges"
+            assert self._prog.initial() == self.initial
+        return self._prog
+
+    # ---- concrete evaluation (the compiled Python reading) -----------------------------
+    def state_fn(self, t: Target) -> Any:
+        fn = self._state_fns.get(t.id)
+        if fn is None:
+            gen = new_gen(self.layout)
+            src = predicate_source("f", [c.ok for c in t.clauses], self.layout, gen,
+                                   two_state=False)
+            fn = self._state_fns[t.id] = compile_functions([src], gen)["f"]
+        return fn
+
+    def step_fn(self, t: Target, a: Action) -> tuple[Any, list[Clause]]:
+        cls = t.step_clauses(self, a)
+        key = (t.id, a)
+        fn = self._step_fns.get(key)
+        if fn is None and cls:
+            gen = new_gen(self.layout)
+            src = predicate_source("f", [c.ok for c in cls], self.layout, gen, two_state=True)
+            fn = self._step_fns[key] = compile_functions([src], gen)["f"]
+        return fn, cls
+
+    def in_range(self, s: State) -> bool:
+        return all(0 <= v <= b for v, b in zip(s, self.bounds, strict=True))
+
+    def concrete_violation(self, t: Target, pre: State | None, post: State,
+                           a: Action | None) -> str | None:
+        """The message of the first clause of ``t`` that ``post`` (or the step pre -> post)
+        breaks in the compiled Python reading, or None."""
+        if t.kind == "typing":
+            bad = [i for i, (v, b) in enumerate(zip(post, self.bounds, strict=True))
+                   if not 0 <= v <= b]
+            return (f"{self.layout.label(bad[0])} = {post[bad[0]]} is outside its declared "
+                    "range" if bad else None)
+        if t.clauses:
+            k = self.state_fn(t)(post)
+            if k >= 0:
+                return t.clauses[k].message
+        if pre is not None and a is not None:
+            fn, cls = self.step_fn(t, a)
+            if fn is not None:
+                k = fn(pre, post)
+                if k >= 0:
+                    return cls[k].message
+        return None
+
+
+# ------------------------------------------------------------------ induction
+class _Induction:
+    """One Houdini round: every (hypothesis, transition) query against one hypothesis set."""
+
+    def __init__(self, ctx: _Ctx, hyps: list[Target], timeout_ms: int, round_no: int,
+                 progress: Progress | None, t0: float) -> None:
+        self.ctx, self.hyps, self.timeout_ms = ctx, hyps, timeout_ms
+        self.round = round_no
+        self.progress, self.t0 = progress, t0
+        enc = ctx.enc
+        self.pre = enc.fresh_state("s")
+        self.sol = z3.Solver()
+        self.sol.set("timeout", timeout_ms)
+        self.background: list[Any] = [enc.typing(self.pre, members=True)]
+        for h in hyps:
+            if h.clauses:
+                self.background += enc.clauses([c.ok for c in h.clauses], self.pre)
+        self.sol.add(*self.background)
+        self.records: list[QueryRecord] = []
+        self.failed: dict[str, tuple[str, CTI | None]] = {}  # target -> (answer, CTI)
+        self.frame: dict[str, int] = {}
+        self.modes: dict[str, tuple[int, int]] = {}  # target -> (settled fast, fell through)
+
+    def run(self) -> None:
+        ctx, enc, sol = self.ctx, self.ctx.enc, self.sol
+        n = len(ctx.trans)
+        last = time.monotonic()
+        for k, tr in enumerate(ctx.trans):
+            st, post, where = enc.action(ctx.engine, tr.action, self.pre, tr.fault)
+            changed = frozenset(i for i in range(len(post)) if not z3.eq(post[i], self.pre[i]))
+            step_facts = [enabled_term(where)]
+            if tr.guard is not None:
+                step_facts.append(enc.cond(tr.guard, self.pre))
+            sol.push()
+            sol.add(*step_facts)
+            for h in self.hyps:
+                if h.id in self.failed:
+                    continue  # already out of this round's conclusions
+                goals = self._goals(h, tr, post, changed)
+                if not goals:
+                    self.frame[h.id] = self.frame.get(h.id, 0) + 1
+                    continue
+                # one solver call per clause: ¬(c1 ∧ ... ∧ cn) is sat iff some ¬ci is, and
+                # the calls one at a time are much faster than the disjunction
+                t1 = time.monotonic()
+                answer = "unsat"
+                for g in goals:
+                    r, model = self._check(h.id, z3.Not(g), step_facts)
+                    if r == "sat":
+                        answer = "sat"
+                        self.failed[h.id] = ("sat", self._cti(h, tr, st, post, g, model))
+                        break
+                    if r == "unknown":
+                        answer = "unknown"
+                if answer == "unknown":
+                    self.failed.setdefault(h.id, ("unknown", None))
+                self.records.append(QueryRecord(h.id, tr.eid, answer,
+                                                time.monotonic() - t1, self.round,
+                                                len(goals)))
+            sol.pop()
+            now = time.monotonic()
+            if self.progress is not None and (now - last > 1.0 or k == n - 1):
+                last = now
+                self.progress({"phase": "induction", "round": self.round, "done": k + 1,
+                               "total": n, "queries": len(self.records),
+                               "failed": len(self.failed), "seconds": now - self.t0})
+
+    def _check(self, target: str, negated_goal: Any, step_facts: list[Any]
+               ) -> tuple[str, Any]:
+        """sat | unsat | unknown, and a model when sat.
+
+        First the incremental solver (the hypotheses asserted once, the transition pushed),
+        briefly: most goals are settled in a few milliseconds there.  A goal it does not
+        settle in ``FAST_MS`` (the counting clauses: a sum over pages or vCPUs) goes to a
+        fresh solver that preprocesses and bit-blasts the whole query (``_TACTIC``), which
+        is several times faster on those, with the full timeout.  A target whose goals
+        keep falling through goes to the one-shot solver directly."""
+        sol = self.sol
+        spent = 0.0
+        fast_ok, slow = self.modes.get(target, (0, 0))
+        if slow < 2 or slow * 3 < fast_ok:
+            fast = min(self.timeout_ms, FAST_MS)
+            sol.set("timeout", fast)
+            sol.push()
+            sol.add(negated_goal)
+            t0 = time.monotonic()
+            r = sol.check()
+            spent = (time.monotonic() - t0) * 1000
+            model = sol.model() if r == z3.sat else None
+            sol.pop()
+            sol.set("timeout", self.timeout_ms)
+            if r == z3.sat:
+                return "sat", model
+            if r == z3.unsat:
+                self.modes[target] = (fast_ok + 1, slow)
+                return "unsat", None
+            self.modes[target] = (fast_ok, slow + 1)
+        left = int(self.timeout_ms - spent)
+        if left <= 0:
+            return "unknown", None
+        one = _TACTIC.solver()
+        one.set("timeout", left)
+        one.add(*self.background)
+        one.add(*step_facts)
+        one.add(negated_goal)
+        r = one.check()
+        if r == z3.sat:
+            return "sat", one.model()
+        return ("unsat" if r == z3.unsat else "unknown"), None
+
+    def _goals(self, h: Target, tr: Transition, post: list[Any],
+               changed: frozenset[int]) -> list[Any]:
+        """The target's clauses on the post-state that the step may change, one term each
+        (a state clause reading a changed cell, each step clause; for ``state-encoding``
+        each changed cell's range)."""
+        enc, pre = self.ctx.enc, self.pre
+        if h.kind == "typing":
+            return [z3.substitute(self.ctx.cell_typing(i, pre), (pre[i], post[i]))
+                    for i in sorted(changed)]
+        rel = [c.ok for c, rs in zip(h.clauses, h.read_sets, strict=True) if rs & changed]
+        goals = enc.clauses(rel, post) if rel else []
+        step = h.step_clauses(self.ctx, tr.action)
+        if step:
+            goals += enc.clauses([c.ok for c in step], pre, post)
+        return goals
+
+    # ---- counterexamples to induction ------------------------------------------------
+    def _cti(self, h: Target, tr: Transition, st: Any, post: list[Any], goal: Any,
+             model: Any) -> CTI:
+        """Minimise the model (cells back to the initial state's values where the query
+        stays sat, object by object, then cell by cell), then read it."""
+        ctx, enc, sol = self.ctx, self.ctx.enc, self.sol
+        lay = ctx.layout
+        base = ctx.initial
+        sol.push()
+        sol.add(z3.Not(goal))
+        viol_cells: set[int] = set()  # cells the broken clauses read
+        for c, rs in zip(h.clauses, h.read_sets, strict=True):
+            if z3.is_false(model.eval(enc.cond(c.ok, post), model_completion=True)):
+                viol_cells |= rs
+        groups: dict[tuple[str, int], list[int]] = {}
+        for i in range(lay.size):
+            groups.setdefault(_object_of(lay, i), []).append(i)
+        pushed = 0
+        sol.set("timeout", min(self.timeout_ms, 2000))
+
+        def try_fix(cells: list[int]) -> bool:
+            nonlocal pushed, model
+            cells = [i for i in cells
+                     if model.eval(self.pre[i], model_completion=True).as_long() != base[i]]
+            if not cells:
+                return True
+            sol.push()
+            sol.add(*(self.pre[i] == enc.const(base[i]) for i in cells))
+            if sol.check() == z3.sat:
+                model = sol.model()
+                pushed += 1
+                return True
+            sol.pop()
+            return False
+
+        for _key, cells in sorted(groups.items()):
+            try_fix(cells)
+        for i in range(lay.size):
+            try_fix([i])
+        sol.set("timeout", self.timeout_ms)
+        pre_v = enc.values(self.pre, model)
+        post_v = enc.values(post, model)
+        status = None
+        if tr.action.is_seamcall or tr.action.kind == "TDG.MEM.PAGE.ACCEPT":
+            sv = model.eval(st, model_completion=True).as_long()
+            status = status_name(sv)
+        msgs = []
+        for c in h.clauses:
+            if z3.is_false(model.eval(enc.cond(c.ok, post), model_completion=True)):
+                msgs.append(c.message)
+        for c in h.step_clauses(ctx, tr.action):
+            if z3.is_false(model.eval(enc.cond(c.ok, self.pre, post), model_completion=True)):
+                msgs.append(c.message)
+        if h.kind == "typing":
+            msgs = [f"{lay.label(i)} = {post_v[i]} is outside its declared range "
+                    f"(0..{ctx.bounds[i]})" for i in range(lay.size)
+                    if not 0 <= post_v[i] <= ctx.bounds[i]] or ["a cell leaves its enum"]
+            viol_cells = {i for i in range(lay.size) if not 0 <= post_v[i] <= ctx.bounds[i]}
+        for _ in range(pushed + 1):
+            sol.pop()
+        r = ctx.engine.step(pre_v, tr.action, tr.fault)
+        replayed = r.state == post_v
+        changes = [(lay.label(i), lay.show(i, pre_v[i]), lay.show(i, post_v[i]))
+                   for i in range(lay.size) if pre_v[i] != post_v[i]]
+        context = [(lay.label(i), lay.show(i, pre_v[i]), i in viol_cells)
+                   for i in range(lay.size) if pre_v[i] != base[i] and pre_v[i] == post_v[i]]
+        return CTI(h.id, tr.eid, tr.text, status, msgs, changes, context, pre_v, post_v,
+                   replayed, self.round)
+
+
+# ------------------------------------------------------------------ bounded model checking
+class _Bmc:
+    """The transition relation unrolled from the initial state, one step at a time."""
+
+    def __init__(self, ctx: _Ctx, timeout_ms: int) -> None:
+        self.ctx = ctx
+        self.enc = ctx.enc
+        self.sol = z3.Solver()
+        self.sol.set("timeout", timeout_ms)
+        self.states: list[list[Any]] = [self.enc.const_state(ctx.initial)]
+        self.choices: list[Any] = []
+        self.bits = max(1, (len(ctx.trans) - 1).bit_length())
+        self._path_targets: list[Target] = []
+
+    def constrain_path(self, targets: list[Target], k: int) -> None:
+        """States before the last are not error states (the explorer does not expand them):
+        every state invariant and ``state-encoding`` hold at depth ``k``."""
+        s = self.states[k]
+        for t in targets:
+            if t.kind == "typing":
+                self.sol.add(self.enc.typing(s, members=True))
+            elif t.clauses:
+                self.sol.add(*self.enc.clauses([c.ok for c in t.clauses], s))
+
+    def add_step(self) -> None:
+        ctx, enc = self.ctx, self.enc
+        k = len(self.choices)
+        s = self.states[k]
+        e = z3.BitVec(f"edge@{k}", self.bits)
+        nxt = enc.fresh_state(f"s{k + 1}")
+        changes: dict[int, list[tuple[int, Any]]] = {}
+        for j, tr in enumerate(ctx.trans):
+            _st, post, where = enc.action(ctx.engine, tr.action, s, tr.fault)
+            cond = [enabled_term(where)]
+            if tr.guard is not None:
+                cond.append(enc.cond(tr.guard, s))
+            self.sol.add(z3.Implies(e == j, z3.And(*cond)))
+            for i, t in enumerate(post):
+                if not z3.eq(t, s[i]):
+                    changes.setdefault(i, []).append((j, t))
+        if len(ctx.trans) < (1 << self.bits):
+            self.sol.add(z3.ULT(e, len(ctx.trans)))
+        for i in range(len(s)):
+            t = s[i]
+            for j, term in reversed(changes.get(i, [])):
+                t = z3.If(e == j, term, t)
+            self.sol.add(nxt[i] == t)
+        self.choices.append(e)
+        self.states.append(nxt)
+
+    def violation(self, t: Target, k: int) -> Any:
+        """A violation of ``t`` at depth ``k``: in state ``k``, or by step ``k-1``."""
+        enc, s = self.enc, self.states[k]
+        parts = []
+        if t.kind == "typing":
+            parts.append(z3.Not(enc.typing(s, members=True)))
+        elif t.clauses:
+            parts.append(z3.Not(z3.And(*enc.clauses([c.ok for c in t.clauses], s))))
+        if k > 0 and t.inv is not None:
+            e, pre = self.choices[k - 1], self.states[k - 1]
+            for j, tr in enumerate(self.ctx.trans):
+                cls = t.step_clauses(self.ctx, tr.action)
+                if cls:
+                    parts.append(z3.And(e == j, z3.Not(z3.And(*enc.clauses(
+                        [c.ok for c in cls], pre, s)))))
+        return z3.Or(*parts) if parts else None
+
+    def check(self, goal: Any) -> tuple[str, Any]:
+        self.sol.push()
+        self.sol.add(goal)
+        r = self.sol.check()
+        m = self.sol.model() if r == z3.sat else None
+        self.sol.pop()
+        return ("sat" if r == z3.sat else "unsat" if r == z3.unsat else "unknown"), m
+
+    def trace(self, t: Target, model: Any, k: int) -> Counterexample:
+        """Replay the model's edge choices on the concrete model (``AnyHost.apply_edge``):
+        the states must be the model's, and the last state (or step) must break ``t``."""
+        ctx = self.ctx
+        prog = ctx.program()
+        s = ctx.initial
+        path: list[tuple[int, int | None]] = []
+        states = [s]
+        pre = s
+        for d in range(k):
+            j = model.eval(self.choices[d], model_completion=True).as_long()
+            tr = ctx.trans[j]
+            r = prog.apply_edge(s, tr.eid)
+            if r is None:
+                raise AssertionError(f"bmc trace step {d + 1} ({tr.text}) is not enabled "
+                                     "on the concrete model")
+            want = self.enc.values(self.states[d + 1], model)
+            if r[2] != want:
+                raise AssertionError(f"bmc trace step {d + 1} ({tr.text}): the Z3 and the "
+                                     "concrete next states differ")
+            path.append((tr.eid, r[1]))
+            pre, s = s, r[2]
+            states.append(s)
+        a = ctx.trans[path[-1][0]].action if path else None
+        msg = ctx.concrete_violation(t, pre if path else None, s, a)
+        if msg is None:
+            raise AssertionError(f"bmc trace for {t.id} does not break it when replayed")
+        return Counterexample(t.id, msg, path, states)
+
+
+def _bmc_search(ctx: _Ctx, targets: list[Target], path_targets: list[Target], depth: int,
+                timeout_ms: int, progress: Progress | None, t0: float,
+                records: list[QueryRecord]) -> dict[str, tuple[str, Counterexample | None,
+                                                                 float, int]]:
+    """Shortest violation (up to ``depth`` steps) of each target: id -> (status, trace,
+    seconds, queries)."""
+    bmc = _Bmc(ctx, timeout_ms)
+    out: dict[str, tuple[str, Counterexample | None, float, int]] = {
+        t.id: (NO_VIOLATION, None, 0.0, 0) for t in targets}
+    open_ = list(targets)
+    for k in range(depth + 1):
+        if k > 0:
+            bmc.constrain_path(path_targets, k - 1)
+            bmc.add_step()
+        for t in list(open_):
+            goal = bmc.violation(t, k)
+            if goal is None:
+                continue
+            t1 = time.monotonic()
+            answer, model = bmc.check(goal)
+            dt = time.monotonic() - t1
+            records.append(QueryRecord(t.id, k, answer, dt, 0))
+            st, cx, secs, q = out[t.id]
+            if answer == "sat":
+                out[t.id] = (VIOLATED, bmc.trace(t, model, k), secs + dt, q + 1)
+                open_.remove(t)
+            elif answer == "unknown":
+                out[t.id] = (UNKNOWN, None, secs + dt, q + 1)
+                open_.remove(t)
+            else:
+                out[t.id] = (st, cx, secs + dt, q + 1)
+        if progress is not None:
+            progress({"phase": "bmc", "depth": k, "of": depth, "open": len(open_),
+                      "seconds": time.monotonic() - t0})
+        if not open_:
+            break
+    return out
+
+
+# ------------------------------------------------------------------ the entry point
+def prove(config: Config, *, mode: str = INDUCTION, depth: int | None = None,
+          timeout_ms: int = 60_000, ablate: Sequence[str] = (),
+          invariants: Sequence[str] | None = None, lemmas: Sequence[str] | None = None,
+          faults: bool = False, confirm_depth: int | None = None,
+          progress: Progress | None = None) -> ProveResult:
+    """Prove the module invariants of ``config`` for ``--host any``.
+
+    ``mode="induction"``: every module invariant (or the ids in ``invariants``), with the
+    lemmas of ``properties/lemmas.py`` (or those in ``lemmas``), proved inductive together;
+    a hypothesis that is not is searched for by BMC up to ``confirm_depth`` steps (default
+    ``depth``, else 8) to tell ``violated`` from ``not-inductive``.
+    ``mode="bmc"``: bounded model checking to ``depth`` (default 8) steps; every invariant
+    (and ``state-encoding``) gets its shortest violation or ``no-violation``.
+    ``timeout_ms`` bounds each solver query; a timeout is ``unknown``.
+    """
+    if mode not in (INDUCTION, BMC):
+        raise ValueError(f"unknown mode {mode!r} (have: {INDUCTION}, {BMC})")
+    t0 = time.monotonic()
+    ctx = _Ctx(config, faults, ablate, invariants, lemmas if mode == INDUCTION else ())
+    records: list[QueryRecord] = []
+    results: list[TargetResult] = []
+    rounds = 0
+    if mode == BMC:
+        depth = 8 if depth is None else depth
+        targets = ctx.targets
+        found = _bmc_search(ctx, targets, targets, depth, timeout_ms, progress, t0, records)
+        for t in targets:
+            st, cx, secs, q = found[t.id]
+            results.append(TargetResult(t.id, t.kind, t.summary, st, secs, q,
+                                        counterexample=cx,
+                                        note=f"no violation in {depth} steps (not a proof)"
+                                        if st == NO_VIOLATION else ""))
+    else:
+        results, rounds, depth = _induction(ctx, timeout_ms, confirm_depth
+                                            if confirm_depth is not None else depth,
+                                            progress, t0, records)
+    seconds = time.monotonic() - t0
+    return ProveResult(
+        config, mode, depth, faults, tuple(ablate), results, len(ctx.trans),
+        len(records), seconds, sum(r.seconds for r in records), rounds,
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, timeout_ms, records, ctx)
+
+
+def _induction(ctx: _Ctx, timeout_ms: int, confirm_depth: int | None,
+               progress: Progress | None, t0: float, records: list[QueryRecord]
+               ) -> tuple[list[TargetResult], int, int]:
+    res = {t.id: TargetResult(t.id, t.kind, t.summary, PROVED) for t in ctx.targets}
+    # initially true (in the concrete reading)
+    hyps: list[Target] = []
+    dropped: dict[str, tuple[str, CTI | None, int]] = {}
+    for t in ctx.targets:
+        msg = ctx.concrete_violation(t, None, ctx.initial, None)
+        if msg is not None:
+            res[t.id].status = VIOLATED
+            res[t.id].counterexample = Counterexample(t.id, msg, [], [ctx.initial])
+            res[t.id].note = "false in the initial state"
+        else:
+            hyps.append(t)
+    rounds = 0
+    while True:
+        rounds += 1
+        ind = _Induction(ctx, hyps, timeout_ms, rounds, progress, t0)
+        ind.run()
+        records.extend(ind.records)
+        for t in hyps:
+            r = res[t.id]
+            r.frame = ind.frame.get(t.id, 0)
+        if not ind.failed:
+            break
+        for tid, (answer, cti) in ind.failed.items():
+            dropped[tid] = (answer, cti, rounds)
+        hyps = [t for t in hyps if t.id not in ind.failed]
+    # per-target timing over every round
+    for q in records:
+        r = res[q.target]
+        r.seconds += q.seconds
+        r.queries += 1
+        if r.slowest is None or q.seconds > r.slowest[0]:
+            r.slowest = (q.seconds, ctx.trans[q.edge].text)
+    # tell violated from not inductive: a bounded search from the initial state
+    depth = 8 if confirm_depth is None else confirm_depth
+    failing = [t for t in ctx.targets if t.id in dropped]
+    if failing and depth > 0:
+        path = [t for t in ctx.targets if t.kind != "lemma"]
+        bmc_records: list[QueryRecord] = []
+        found = _bmc_search(ctx, failing, path, depth, timeout_ms, progress, t0, bmc_records)
+        records.extend(bmc_records)
+    else:
+        found = {}
+    for t in failing:
+        answer, cti, rnd = dropped[t.id]
+        r = res[t.id]
+        r.cti = cti
+        st, cx, secs, _q = found.get(t.id, (NO_VIOLATION, None, 0.0, 0))
+        r.seconds += secs
+        if st == VIOLATED:
+            r.status, r.counterexample = VIOLATED, cx
+            r.note = f"reachable: a {cx.length}-step run breaks it" if cx else ""
+        elif answer == "unknown":
+            r.status = UNKNOWN
+            r.note = f"a query timed out ({timeout_ms} ms)"
+        else:
+            r.status = NOT_INDUCTIVE
+            lost = sorted(k for k, v in dropped.items() if v[2] < rnd)
+            r.note = (f"no violation within {depth} steps; " if depth > 0 else "") + (
+                "a lemma is missing" if not lost else
+                f"not inductive once {', '.join(lost)} (not proved) left the hypotheses")
+    return [res[t.id] for t in ctx.targets], rounds, depth
+
+
+# ------------------------------------------------------------------ reporters
+def prove_text(result: ProveResult, verbose: bool = False) -> str:
+    """For people: one line per invariant and lemma (status, time, queries), then each
+    counterexample to induction and each violation, then the totals."""
+    r = result
+    out = [f"tdxcheck prove ({r.mode}): host any, config {r.config.describe()}"]
+    extra = []
+    if r.faults:
+        extra.append("fault points on")
+    if r.ablate:
+        extra.append("ablated: " + ", ".join(r.ablate))
+    if extra:
+        out.append("  " + "; ".join(extra))
+    out.append(f"  {r.transitions} transitions, per-query timeout {r.timeout_ms} ms")
+    out.append("")
+    width = max([len(t.invariant) for t in r.results] + [10])
+    for t in r.results:
+        kind = {"lemma": " (lemma)", "typing": " (cells in range)"}.get(t.kind, "")
+        line = (f"  {t.invariant:<{width}}  {t.status:<13} {t.seconds:7.2f}s  "
+                f"{t.queries:5d} queries")
+        if r.mode == INDUCTION:
+            line += f", {t.frame} by frame"
+        out.append(line + kind)
+        if verbose and t.slowest:
+            out.append(f"      slowest: {t.slowest[0]:.3f}s on {t.slowest[1]}")
+        if t.note and t.status != PROVED:
+            out.append(f"      {t.note}")
+    for t in r.results:
+        if t.cti is not None and t.status != PROVED:
+            out.append("")
+            out.append(cti_text(t.cti, "not inductive" if t.status == NOT_INDUCTIVE
+                                else t.status))
+        if t.counterexample is not None:
+            out.append("")
+            out.append(_cx_text(r, t))
+    out.append("")
+    if verbose and r.records:
+        out.append("queries (target, edge, answer, seconds):")
+        ctx = r._ctx
+        for q in r.records:
+            where = ctx.trans[q.edge].text if r.mode == INDUCTION and q.round else \
+                f"depth {q.edge}"
+            out.append(f"  {q.target:<{width}} {q.answer:<8} {q.seconds:8.4f}s  {where}")
+        out.append("")
+    qps = f"{r.queries_per_second:,.0f} queries/s" if r.queries else "no queries"
+    n_ok = sum(t.status in (PROVED, NO_VIOLATION) for t in r.results)
+    verdict = "all proved" if r.ok and r.mode == INDUCTION else (
+        f"no violation in {r.depth} steps" if r.ok else "NOT PROVED" if r.mode == INDUCTION
+        else "VIOLATED")
+    out.append(f"{verdict}: {n_ok}/{len(r.results)} "
+               f"{'proved' if r.mode == INDUCTION else 'without violation'}; "
+               f"{r.queries} queries in {r.solver_seconds:.1f}s ({qps}), "
+               f"{r.rounds if r.mode == INDUCTION else r.depth} "
+               f"{'round(s)' if r.mode == INDUCTION else 'steps'}, total {r.seconds:.1f}s, "
+               f"peak memory {r.peak_rss_mib:.0f} MiB")
+    return "\n".join(out)
+
+
+def cti_text(c: CTI, label: str) -> str:
+    out = [f"[{c.invariant}] {label}: counterexample to induction"
+           + (" (a lemma is missing)" if label == "not inductive" else ""),
+           f"  step: {c.transition}" + (f" -> {c.status}" if c.status else "")]
+    for m in c.clauses:
+        out.append(f"  breaks: {m}")
+    out.append("  the step changes:")
+    for f, a, b in c.changes:
+        out.append(f"       {f}: {a} -> {b}")
+    if not c.changes:
+        out.append("       nothing")
+    if c.context:
+        out.append("  in a state where (every hypothesis holds; fields not shown are as in "
+                   "the initial state):")
+        for f, v, mark in c.context:
+            out.append(f"       {f} = {v}{'   <- read by the broken clause' if mark else ''}")
+    if not c.replayed:
+        out.append("  !! the concrete engine gives a different next state (encoding bug)")
+    return "\n".join(out)
+
+
+def _cx_text(r: ProveResult, t: TargetResult) -> str:
+    from .report import counterexample_text
+
+    cx = t.counterexample
+    assert cx is not None
+    how = "by bounded model checking" if cx.length else "in the initial state"
+    head = f"[{t.invariant}] violated: a reachable counterexample, found {how}"
+    if not cx.path:
+        return f"{head}: {cx.message}"
+    prog = r.program()
+    return head + " and replayed on the model\n" + counterexample_text(
+        prog, cx, r.labels(cx))
+
+
+def prove_json(result: ProveResult) -> dict[str, Any]:
+    """``{"results": [{"invariant", "status", "seconds", "cti"?}], ...totals}``."""
+    r = result
+    rows = []
+    for t in r.results:
+        row: dict[str, Any] = {"invariant": t.invariant, "status": t.status,
+                               "seconds": round(t.seconds, 4), "kind": t.kind,
+                               "queries": t.queries}
+        if r.mode == INDUCTION:
+            row["frame"] = t.frame
+        if t.slowest:
+            row["slowest"] = {"seconds": round(t.slowest[0], 4), "transition": t.slowest[1]}
+        if t.cti is not None and t.status != PROVED:
+            row["cti"] = t.cti.to_json()
+        if t.counterexample is not None:
+            cx = t.counterexample
+            row["counterexample"] = {
+                "message": cx.message, "length": cx.length,
+                "trace": r.labels(cx) if cx.path else []}
+        if t.note:
+            row["note"] = t.note
+        rows.append(row)
+    return {
+        "mode": r.mode, "config": r.config.name, "faults": r.faults, "ablate": list(r.ablate),
+        "depth": r.depth, "transitions": r.transitions, "results": rows,
+        "queries": r.queries, "solver_seconds": round(r.solver_seconds, 3),
+        "seconds": round(r.seconds, 3), "queries_per_second": round(r.queries_per_second, 1),
+        "rounds": r.rounds, "peak_rss_mib": round(r.peak_rss_mib, 1), "ok": r.ok,
+    }
+
+
+__all__ = ["BMC", "CTI", "INDUCTION", "NOT_INDUCTIVE", "NO_VIOLATION", "PROVED", "TYPING",
+           "UNKNOWN", "VIOLATED", "ProveResult", "QueryRecord", "TargetResult", "Transition",
+           "cti_text", "prove", "prove_json", "prove_text", "read_cells"]
