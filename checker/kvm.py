@@ -50,6 +50,8 @@ is read in exactly one place below (``self.mut(...)``).
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,7 +102,7 @@ class KvmConfig:
 
 
 def _plat(**kw: int) -> Platform:
-    base = dict(hkids=2, tdcs_pages=1, tdcx_pages=0, max_vcpus=1, sept_levels=2)
+    base = {"hkids": 2, "tdcs_pages": 1, "tdcx_pages": 0, "max_vcpus": 1, "sept_levels": 2}
     base.update(kw)
     return Platform(**base)
 
@@ -217,7 +219,7 @@ class _Disabled(Exception):
 class _Move:
     """One atomic step of one thread: model actions in order, KVM's variables, violations."""
 
-    __slots__ = ("k", "m", "h", "viol", "status", "fault", "tag", "calls", "pc", "acts")
+    __slots__ = ("acts", "calls", "fault", "h", "k", "m", "pc", "status", "tag", "viol")
 
     def __init__(self, k: KvmHost, m: State, h: list[int], fault: str | None, tag: str,
                  record: bool) -> None:
@@ -235,7 +237,7 @@ class _Move:
 
     # ---- model
     def get(self, fld: str, *idx: int) -> int:
-        return self.m[self.k.lay.flat(fld, idx)]
+        return int(self.m[self.k.lay.flat(fld, idx)])
 
     def call(self, a: Action, faultable: bool = False) -> int:
         """A SEAMCALL through its wrapper; with ``faultable`` the move's fault may fire."""
@@ -499,9 +501,17 @@ class KvmHost:
             if mv.get("in_guest", v):
                 mv.host(self.act("td_exit", vp=v, reason="normal"))
 
+    def reclaim_page(self, mv: _Move, page: int) -> int:
+        """tdx_reclaim_page: TDH.PHYMEM.PAGE.RECLAIM, then tdx_clear_page on success (no
+        per-page WBINVD: CACHE.WB on every package already flushed the freed HKID)."""
+        st = mv.call(self.act("TDH.PHYMEM.PAGE.RECLAIM", page=page))
+        if not st and not self.mut("skip_clear_after_reclaim"):
+            mv.host(self.act("clear_page", page=page))
+        return st
+
     def held(self, mv: _Move, page: int) -> bool:
         """KVM still has the page (its pointer is set: allocated to the TDX code)."""
-        return mv.get("host", page) == HostPage.TDX
+        return bool(mv.get("host", page) == HostPage.TDX)
 
     # ------------------------------------------------------------------ build
     def _build(self) -> None:
@@ -769,6 +779,8 @@ class KvmHost:
             op("release.start", "tdx_mmu_release_hkid", lambda mv: None, skip=release_start)
 
         vfd = k.act("TDH.MNG.VPFLUSHDONE", tdr=tdr)
+        # the mutation moves tdx_hkid_free() from after FREEID to after VPFLUSHDONE
+        free_early = self.mut("hkid_free_before_freeid")
 
         def vpflushdone(mv: _Move) -> None:
             st = mv.call(vfd, faultable=True)
@@ -781,7 +793,7 @@ class KvmHost:
                 mv.error("tdx_mmu_release_hkid: tdh_mng_vpflushdone")  # "HKID is leaked"
                 mv.goto("vcpu_free")
                 return
-            if k.mut("hkid_free_before_freeid"):
+            if free_early:
                 mv.host(k.act("hkid_free", hkid=mv[k.HK]))
 
         def vfd_skip(mv: _Move) -> str | None:
@@ -829,7 +841,7 @@ class KvmHost:
                     mv.host(k.act("hkid_free", hkid=mv[k.HK]))
                     mv[k.HK] = 0
             else:
-                if not k.mut("hkid_free_before_freeid"):
+                if not free_early:
                     mv.host(k.act("hkid_free", hkid=mv[k.HK]))  # tdx_hkid_free
                 mv[k.HK] = 0
         op("release.freeid", "tdx_mmu_release_hkid: tdh_mng_key_freeid(); tdx_hkid_free() "
@@ -841,16 +853,14 @@ class KvmHost:
         def reclaim_control_page(mv: _Move, page: int) -> None:
             """tdx_reclaim_control_page: RECLAIM, tdx_clear_page, __free_page; a page
             whose RECLAIM fails is leaked ("the kernel cannot use it safely anymore")."""
-            if k.mut("vcpu_free_without_reclaim") and page in k.VPR + sum(k.CX, []):
+            if k.mut("vcpu_free_without_reclaim") and page in k.VPR + functools.reduce(operator.iadd, k.CX, []):
                 mv.host(k.act("page_free", page=page))
                 return
-            if mv.call(k.act("TDH.PHYMEM.PAGE.RECLAIM", page=page)):
+            if k.reclaim_page(mv, page):
                 mv.error("tdx_reclaim_control_page: tdh_phymem_page_reclaim", bug=False)
                 if k.mut("free_page_after_failed_reclaim"):
                     mv.host(k.act("page_free", page=page))
                 return
-            if not k.mut("skip_clear_after_reclaim"):
-                mv.host(k.act("clear_page", page=page))
             mv.host(k.act("page_free", page=page))
 
         def page_op(name: str, label: str, page: int, body: Callable[[_Move, int], None],
@@ -889,12 +899,10 @@ class KvmHost:
                     if mv[k.HK]:
                         mv.error("tdx_sept_free_private_spt: HKID still assigned")
                         return  # KVM_BUG_ON: the page is leaked
-                    if mv.call(k.act("TDH.PHYMEM.PAGE.RECLAIM", page=page)):
+                    if k.reclaim_page(mv, page):
                         mv.error("tdx_sept_free_private_spt: tdh_phymem_page_reclaim",
                                  bug=False)
                         return
-                    if not k.mut("skip_clear_after_reclaim"):
-                        mv.host(k.act("clear_page", page=page))
                     mv.host(k.act("page_free", page=page))
                 page_op("sept_free" if firsts else f"sept_free{lv}",
                         f"kvm_mmu_uninit_vm -> tdx_sept_free_private_spt(level {lv}): "
@@ -909,8 +917,8 @@ class KvmHost:
             tdcs_ops = []
             for i, c in enumerate(self.CS):
                 tdcs_ops.append((f"vm_destroy.tdcs{i}",
-                                 f"tdx_vm_destroy -> tdx_reclaim_td_control_pages: "
-                                 f"tdx_reclaim_control_page(TDCS {i})", c))
+                                 (f"tdx_vm_destroy -> tdx_reclaim_td_control_pages: "
+                                 f"tdx_reclaim_control_page(TDCS {i})"), c))
 
             def tdr_body(mv: _Move, page: int) -> None:
                 if mv.call(k.act("TDH.PHYMEM.PAGE.RECLAIM", page=page)):
@@ -929,9 +937,9 @@ class KvmHost:
                 mv.host(k.act("page_free", page=page))
                 mv[k.TDS] = TD_STATE_UNINITIALIZED
 
-            tdr_op = ("vm_destroy.tdr", "tdx_vm_destroy -> tdx_reclaim_td_control_pages: "
+            tdr_op = ("vm_destroy.tdr", ("tdx_vm_destroy -> tdx_reclaim_td_control_pages: "
                       "RECLAIM(TDR), tdh_phymem_page_wbinvd_tdr (global KeyID), "
-                      "tdx_clear_page, free", tdr)
+                      "tdx_clear_page, free"), tdr)
             order = [tdr_op, *tdcs_ops] if k.mut("reclaim_tdr_before_tdcs") else \
                 [*tdcs_ops, tdr_op]
             for j, (name, label, page) in enumerate(order):
@@ -950,7 +958,7 @@ class KvmHost:
 
         def end(mv: _Move) -> None:
             raise _Disabled
-        op("end", "(the VM is gone)", end)
+        op("end", "kvm_destroy_vm: the VM is gone", end)
 
     # ------------------------------------------------------------------ vcpu threads
     def _vcpu_program(self, v: int, add: Callable[..., None]) -> None:
@@ -1144,10 +1152,12 @@ class KvmHost:
         add(Z_REMOVE_RETRY, "tdx_sept_drop_private_spte: retry tdh_mem_page_remove() with no "
             "vCPU in the guest", lambda mv: remove(mv, True), rem)
 
+        clear_first = self.mut("clear_before_wbinvd")  # moves tdx_clear_page() up a line
+
         def drop(mv: _Move) -> None:
             page, g = mv[k.ZPAGE], mv[k.ZG]
             clear = k.act("clear_page", page=page)
-            if k.mut("clear_before_wbinvd"):
+            if clear_first:
                 mv.host(clear)
             if not k.mut("skip_wbinvd_after_remove"):
                 a = k.act("TDH.PHYMEM.PAGE.WBINVD", page=page, keyid=mv[k.HK])
@@ -1155,7 +1165,7 @@ class KvmHost:
                     mv.error("tdx_sept_drop_private_spte: tdh_phymem_page_wbinvd_hkid")
                     k.zap_abort(mv)  # return without clearing: the page leaks
                     return
-            if not k.mut("clear_before_wbinvd"):
+            if not clear_first:
                 mv.host(clear)  # tdx_clear_page (tdx_quirk_reset_paddr)
             mv.host(k.act("page_free", page=page))  # unpin; guest_memfd frees the folio
             mv[k.MIRROR[g]] = 0
@@ -1417,18 +1427,18 @@ def run_kvm(config: str | KvmConfig = "tiny", *, faults: bool = False,
     for cx in res.violations:
         run.violations.append({"invariant": cx.invariant, "message": cx.message,
                                "length": cx.length, "trace": trace_of(prog, cx)})
-    for gid, cx in res.witnesses.items():
+    for gid, wx in res.witnesses.items():
         if gid.startswith("error["):
-            run.errors_reached[gid[6:-1]] = cx.length if cx else None
+            run.errors_reached[gid[6:-1]] = wx.length if wx else None
         elif gid.startswith("leak["):
-            if cx is None:
+            if wx is None:
                 continue
-            pages, hkids = prog.held_at_end(cx.states[-1])
-            run.leaks.append({"site": gid[5:-1], "length": cx.length, "pages": pages,
-                              "hkids": hkids, "errors": prog.errors_of(cx.states[-1]),
-                              "trace": trace_of(prog, cx)})
+            pages, hkids = prog.held_at_end(wx.states[-1])
+            run.leaks.append({"site": gid[5:-1], "length": wx.length, "pages": pages,
+                              "hkids": hkids, "errors": prog.errors_of(wx.states[-1]),
+                              "trace": trace_of(prog, wx)})
         else:
-            run.witnesses[gid] = cx.length if cx else None
+            run.witnesses[gid] = wx.length if wx else None
     run.leaks.sort(key=lambda d: (d["length"], d["site"]))
     return run
 
@@ -1500,7 +1510,7 @@ def kvm_tdx(prog: KvmHost, cx: Any, title: str = "") -> str:
     form.  A ``no-leak`` trace ends with ``check_no_leak``."""
     from .traces import _Namer, config_line
 
-    u, lay = prog.u, prog.lay
+    u = prog.u
     namer = _Namer(u)
     lines = [f"# {title or 'tdxcheck counterexample, host kvm'}",
              f"# counterexample to [{cx.invariant}]: {cx.message}",

@@ -109,26 +109,26 @@ MUTANTS: tuple[Mutant, ...] = (
 #: description, the KVM error site the changed line sits behind)
 EQUIVALENT: tuple[tuple[str, str, str], ...] = (
     ("ignore_flushvp_not_done",
-     "tdx_mmu_release_hkid goes on to CACHE.WB and FREEID after TDX_FLUSHVP_NOT_DONE: every "
+     ("tdx_mmu_release_hkid goes on to CACHE.WB and FREEID after TDX_FLUSHVP_NOT_DONE: every "
      "vCPU KVM could have associated is flushed on its CPU just before, and VP.FLUSH has no "
-     "fault point, so VPFLUSHDONE never says FLUSHVP_NOT_DONE",
+     "fault point, so VPFLUSHDONE never says FLUSHVP_NOT_DONE"),
      "tdx_mmu_release_hkid: tdh_mng_vpflushdone (TDX_FLUSHVP_NOT_DONE)"),
     ("free_page_after_failed_reclaim",
-     "tdx_reclaim_control_page frees a page whose RECLAIM failed: KVM reclaims control pages "
+     ("tdx_reclaim_control_page frees a page whose RECLAIM failed: KVM reclaims control pages "
      "only after a successful KEY.FREEID (TD_TEARDOWN) with no vCPU running, so RECLAIM of a "
-     "TDCS, TDVPR or TDCX page never fails",
+     "TDCS, TDVPR or TDCX page never fails"),
      "tdx_reclaim_control_page: tdh_phymem_page_reclaim"),
 )
 
 assert {m.name for m in MUTANTS} | {e[0] for e in EQUIVALENT} == set(SWITCHES)
 
 
-def run_mutant(m: Mutant, config_name: str = "tiny", limits: Limits = Limits(),
+def run_mutant(m: Mutant, config_name: str = "tiny", limits: Limits | None = None,
                pinning: bool = True) -> dict[str, Any]:
     """Explore one mutant; the row of the mutants table."""
     t0 = time.monotonic()
     prog = KvmHost(kvm_config(config_name), faults=m.faults, mutant=m.name, pinning=pinning)
-    r = explore(prog, limits, stop_at_first=False)
+    r = explore(prog, limits or Limits(), stop_at_first=False)
     found = {cx.invariant: cx for cx in r.violations}
     shortest = min(r.violations, key=lambda c: (c.length, c.invariant), default=None)
     hit = found.get(m.invariant) or shortest
@@ -152,7 +152,7 @@ def run_mutant(m: Mutant, config_name: str = "tiny", limits: Limits = Limits(),
 
 
 def run_mutants(config_name: str = "tiny", names: Sequence[str] | None = None,
-                limits: Limits = Limits(), pinning: bool = True,
+                limits: Limits | None = None, pinning: bool = True,
                 progress: Callable[[int, int, str], None] | None = None
                 ) -> list[dict[str, Any]]:
     """Every mutant (or those named), one row each (see ``run_mutant``)."""

@@ -25,15 +25,28 @@ reaches a violation (a trace that replays on ``Engine``), else ``not-inductive``
 counterexample to induction (CTI): the transition with its operands and a minimised
 two-state diff.  A solver timeout is ``unknown``, never ``proved``.
 
-BMC (``mode="bmc"``): unrolls the transition relation from the initial state one step at a
-time (one solver, ``push``/``pop`` per query), asking at each depth for a violation of each
-invariant not yet violated; the first depth that answers sat is the shortest violation.
-As in the explorer, a state that breaks a state invariant is not expanded.  The trace is
-replayed on the concrete model (``AnyHost.apply_edge``) and returned as an
-``explore.Counterexample``, so ``report.counterexample_text`` and ``traces.any_host_tdx``
-print and write it as they do the explorer's.
+Solving: one incremental solver per round holds the hypotheses; each transition is pushed
+once, and each clause of a target that the transition may change is one solver call
+(``push``/``pop``; ¬(c1 ∧ … ∧ cn) is sat iff some ¬ci is, and the calls one at a time are
+much faster than the disjunction).  A call the incremental solver does not settle within
+``FAST_MS`` (the counting clauses: sums over pages or vCPUs) goes to a one-shot solver
+that preprocesses and bit-blasts the whole query (``_TACTIC``); ``timeout_ms`` bounds each
+call.  Every answer is recorded (``QueryRecord``: target, transition, answer, seconds).
 
-The engine returns data (``ProveResult``); ``prove_text``/``prove_json`` format it.
+BMC (``mode="bmc"``): unrolls the transition relation from the initial state one step at a
+time (the unrolling is kept and extended; each depth asks one query for all invariants not
+yet violated, then one per invariant when that is sat); the first depth that answers sat is
+the shortest violation.  As in the explorer, a path never runs through a state that breaks a
+state invariant.  The trace is replayed on the concrete model (``AnyHost.apply_edge``) and
+returned as an ``explore.Counterexample``, so ``report.counterexample_text`` and
+``traces.any_host_tdx``/``itf`` print and write it as they do the explorer's
+(``write_traces`` does what ``check.write_traces`` does).
+
+The engine returns data (``ProveResult``); ``prove_text``/``prove_json`` format it, and
+``ProveResult.exit_status`` is the exit code (0 proved, 1 violated or not inductive, 3 only
+timeouts).  The front end maps ``tdxcheck prove [--config NAME] [key=value ...] [--faults]
+[--ablate CHECK] [--bmc --depth K] [--timeout-ms N] [--json] [-v] [--trace-out DIR]`` onto
+``prove(make_config(NAME, overrides), ...)``; ``--host FILE`` (a scenario) is not proved.
 """
 
 from __future__ import annotations
@@ -46,7 +59,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import z3
-
 from tdxcheck.model.actions import Action, describe, rule_of
 from tdxcheck.model.compile import compile_functions, new_gen, predicate_source
 from tdxcheck.model.expr import Const, Expr, reads
@@ -146,6 +158,8 @@ class CTI:
     post: State
     replayed: bool
     round: int
+    confirmed: bool = False  # the compiled Python reading agrees: hypotheses hold on
+    # ``pre``, the engine steps ``pre`` to ``post``, and ``post`` breaks the target
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -154,7 +168,7 @@ class CTI:
             "changes": [{"field": f, "before": a, "after": b} for f, a, b in self.changes],
             "pre_state": [{"field": f, "value": v, "read_by_clause": r}
                           for f, v, r in self.context],
-            "replayed_on_engine": self.replayed,
+            "replayed_on_engine": self.replayed, "confirmed_concretely": self.confirmed,
         }
 
 
@@ -284,22 +298,21 @@ class _Ctx:
             unknown = [i for i in lemmas if i not in lem_by_id]
             if unknown:
                 raise ValueError(f"unknown lemma(s): {', '.join(unknown)}")
-        self.targets: list[Target] = []
-        for inv in INVARIANTS:
-            if invariants is not None and inv.id not in invariants:
-                continue
-            if not self._has_module_clauses(inv):
-                continue
-            self.targets.append(Target(inv.id, "invariant", inv.summary, inv,
-                                       inv.state_clauses(u, "module")))
+        typing = Target(TYPING, "typing", "every cell within its declared range (the Z3 and "
+                        "Python readings agree there)", None, [])
+        #: what a path may not run through (the explorer's error states)
+        self.path_targets: list[Target] = [
+            Target(inv.id, "invariant", inv.summary, inv, inv.state_clauses(u, "module"))
+            for inv in INVARIANTS if self._has_module_clauses(inv)] + [typing]
+        self.targets: list[Target] = [t for t in self.path_targets[:-1]
+                                      if invariants is None or t.id in invariants]
         for lm in LEMMAS:
             if lemmas is not None and lm.id not in lemmas:
                 continue
             self.targets.append(Target(lm.id, "lemma", lm.summary, lm,
                                        lm.state_clauses(u, "module")))
-        self.targets.append(Target(TYPING, "typing", "every cell within its declared range "
-                                   "(the Z3 and Python readings agree there)", None, []))
-        for t in self.targets:
+        self.targets.append(typing)
+        for t in self.targets + self.path_targets:
             t.read_sets = [read_cells(c.ok, lay) for c in t.clauses]
         self._cell_typing: dict[tuple[int, int], Any] = {}
         self._state_fns: dict[str, Any] = {}
@@ -574,13 +587,18 @@ class _Induction:
         for _ in range(pushed + 1):
             sol.pop()
         r = ctx.engine.step(pre_v, tr.action, tr.fault)
-        replayed = r.state == post_v
+        # a value outside the range wraps in Z3 (-1 is 2**width - 1): compare modulo
+        top = 1 << enc.width
+        replayed = tuple(v % top for v in r.state) == post_v
+        confirmed = (replayed and ctx.in_range(pre_v) and all(
+            ctx.concrete_violation(x, None, pre_v, None) is None for x in self.hyps)
+            and ctx.concrete_violation(h, pre_v, r.state, tr.action) is not None)
         changes = [(lay.label(i), lay.show(i, pre_v[i]), lay.show(i, post_v[i]))
                    for i in range(lay.size) if pre_v[i] != post_v[i]]
         context = [(lay.label(i), lay.show(i, pre_v[i]), i in viol_cells)
                    for i in range(lay.size) if pre_v[i] != base[i] and pre_v[i] == post_v[i]]
         return CTI(h.id, tr.eid, tr.text, status, msgs, changes, context, pre_v, post_v,
-                   replayed, self.round)
+                   replayed, self.round, confirmed)
 
 
 # ------------------------------------------------------------------ bounded model checking
@@ -591,13 +609,12 @@ class _Bmc:
         self.ctx = ctx
         self.enc = ctx.enc
         self.sol = z3.Solver()
-        self.sol.set("timeout", timeout_ms)
+        self.timeout_ms = timeout_ms
         self.states: list[list[Any]] = [self.enc.const_state(ctx.initial)]
         self.choices: list[Any] = []
         self.bits = max(1, (len(ctx.trans) - 1).bit_length())
-        self._path_targets: list[Target] = []
 
-    def constrain_path(self, targets: list[Target], k: int) -> None:
+    def constrain_path(self, targets: Sequence[Target], k: int) -> None:
         """States before the last are not error states (the explorer does not expand them):
         every state invariant and ``state-encoding`` hold at depth ``k``."""
         s = self.states[k]
@@ -651,12 +668,34 @@ class _Bmc:
         return z3.Or(*parts) if parts else None
 
     def check(self, goal: Any) -> tuple[str, Any]:
-        self.sol.push()
-        self.sol.add(goal)
-        r = self.sol.check()
-        m = self.sol.model() if r == z3.sat else None
-        self.sol.pop()
-        return ("sat" if r == z3.sat else "unsat" if r == z3.unsat else "unknown"), m
+        """The unrolled relation and ``goal``: first on the incremental solver for at most
+        ``FAST_MS``, then on a one-shot bit-blasting solver (``_TACTIC``, much faster on
+        the deeper unrollings) with the rest of the timeout."""
+        sol = self.sol
+        sol.set("timeout", min(self.timeout_ms, FAST_MS))
+        sol.push()
+        sol.add(goal)
+        t0 = time.monotonic()
+        r = sol.check()
+        spent = (time.monotonic() - t0) * 1000
+        m = sol.model() if r == z3.sat else None
+        sol.pop()
+        sol.set("timeout", self.timeout_ms)
+        if r == z3.sat:
+            return "sat", m
+        if r == z3.unsat:
+            return "unsat", None
+        left = int(self.timeout_ms - spent)
+        if left <= 0:
+            return "unknown", None
+        one = _TACTIC.solver()
+        one.set("timeout", left)
+        one.add(*sol.assertions())
+        one.add(goal)
+        r = one.check()
+        if r == z3.sat:
+            return "sat", one.model()
+        return ("unsat" if r == z3.unsat else "unknown"), None
 
     def trace(self, t: Target, model: Any, k: int) -> Counterexample:
         """Replay the model's edge choices on the concrete model (``AnyHost.apply_edge``):
@@ -675,7 +714,8 @@ class _Bmc:
                 raise AssertionError(f"bmc trace step {d + 1} ({tr.text}) is not enabled "
                                      "on the concrete model")
             want = self.enc.values(self.states[d + 1], model)
-            if r[2] != want:
+            top = 1 << self.enc.width  # an out-of-range value wraps in Z3 (-1: 2**w - 1)
+            if tuple(v % top for v in r[2]) != want:
                 raise AssertionError(f"bmc trace step {d + 1} ({tr.text}): the Z3 and the "
                                      "concrete next states differ")
             path.append((tr.eid, r[1]))
@@ -688,43 +728,79 @@ class _Bmc:
         return Counterexample(t.id, msg, path, states)
 
 
+@dataclass
+class _Found:
+    status: str = NO_VIOLATION
+    trace: Counterexample | None = None
+    seconds: float = 0.0
+    queries: int = 0
+
+
 def _bmc_search(ctx: _Ctx, targets: list[Target], path_targets: list[Target], depth: int,
                 timeout_ms: int, progress: Progress | None, t0: float,
-                records: list[QueryRecord]) -> dict[str, tuple[str, Counterexample | None,
-                                                                 float, int]]:
-    """Shortest violation (up to ``depth`` steps) of each target: id -> (status, trace,
-    seconds, queries)."""
+                records: list[QueryRecord], facts: Sequence[Target] = (),
+                budget: float | None = None) -> tuple[dict[str, _Found], int]:
+    """Shortest violation (up to ``depth`` steps) of each target, and the depth searched
+    completely.  ``path_targets`` must hold in every state before the last (as in the
+    explorer, an error state is not expanded); ``facts`` (proved invariants) hold in every
+    state.  ``budget`` (seconds) stops the deepening: a depth not finished in it is not
+    searched, and the targets still open are reported at the last complete depth."""
     bmc = _Bmc(ctx, timeout_ms)
-    out: dict[str, tuple[str, Counterexample | None, float, int]] = {
-        t.id: (NO_VIOLATION, None, 0.0, 0) for t in targets}
+    out = {t.id: _Found() for t in targets}
     open_ = list(targets)
+    start = time.monotonic()
+    done = -1
+
+    def left_ms() -> int:
+        if budget is None:
+            return timeout_ms
+        return int(min(timeout_ms, (budget - (time.monotonic() - start)) * 1000))
+
+    bmc.constrain_path(facts, 0)
     for k in range(depth + 1):
         if k > 0:
             bmc.constrain_path(path_targets, k - 1)
             bmc.add_step()
-        for t in list(open_):
-            goal = bmc.violation(t, k)
-            if goal is None:
-                continue
+            bmc.constrain_path(facts, k)
+        goals = [(t, bmc.violation(t, k)) for t in open_]
+        goals = [(t, g) for t, g in goals if g is not None]
+        if goals:
+            # one query for every open target at this depth; only a sat one is split
+            bmc.timeout_ms = left_ms()
+            if bmc.timeout_ms <= 0:
+                break
             t1 = time.monotonic()
-            answer, model = bmc.check(goal)
+            answer, _m = bmc.check(z3.Or(*(g for _t, g in goals)))
             dt = time.monotonic() - t1
-            records.append(QueryRecord(t.id, k, answer, dt, 0))
-            st, cx, secs, q = out[t.id]
-            if answer == "sat":
-                out[t.id] = (VIOLATED, bmc.trace(t, model, k), secs + dt, q + 1)
-                open_.remove(t)
-            elif answer == "unknown":
-                out[t.id] = (UNKNOWN, None, secs + dt, q + 1)
-                open_.remove(t)
-            else:
-                out[t.id] = (st, cx, secs + dt, q + 1)
+            records.append(QueryRecord("*", k, answer, dt, 0))
+            for t, _g in goals:
+                out[t.id].seconds += dt / len(goals)
+                out[t.id].queries += 1
+            if answer == "unknown" and budget is not None and left_ms() <= 0:
+                break  # out of time at this depth: it is not searched
+            if answer != "unsat":
+                for t, g in goals:
+                    bmc.timeout_ms = max(left_ms(), 1)
+                    t1 = time.monotonic()
+                    answer, model = bmc.check(g)
+                    dt = time.monotonic() - t1
+                    records.append(QueryRecord(t.id, k, answer, dt, 0))
+                    f = out[t.id]
+                    f.seconds += dt
+                    f.queries += 1
+                    if answer == "sat":
+                        f.status, f.trace = VIOLATED, bmc.trace(t, model, k)
+                        open_.remove(t)
+                    elif answer == "unknown":
+                        f.status = UNKNOWN
+                        open_.remove(t)
+        done = k
         if progress is not None:
             progress({"phase": "bmc", "depth": k, "of": depth, "open": len(open_),
                       "seconds": time.monotonic() - t0})
         if not open_:
             break
-    return out
+    return out, done
 
 
 # ------------------------------------------------------------------ the entry point
@@ -732,15 +808,18 @@ def prove(config: Config, *, mode: str = INDUCTION, depth: int | None = None,
           timeout_ms: int = 60_000, ablate: Sequence[str] = (),
           invariants: Sequence[str] | None = None, lemmas: Sequence[str] | None = None,
           faults: bool = False, confirm_depth: int | None = None,
-          progress: Progress | None = None) -> ProveResult:
+          confirm_seconds: float = 60.0, progress: Progress | None = None) -> ProveResult:
     """Prove the module invariants of ``config`` for ``--host any``.
 
     ``mode="induction"``: every module invariant (or the ids in ``invariants``), with the
     lemmas of ``properties/lemmas.py`` (or those in ``lemmas``), proved inductive together;
-    a hypothesis that is not is searched for by BMC up to ``confirm_depth`` steps (default
-    ``depth``, else 8) to tell ``violated`` from ``not-inductive``.
+    a hypothesis that is not is searched for by BMC from the initial state, up to
+    ``confirm_depth`` steps (default ``depth``, else 12) and ``confirm_seconds``, with the
+    proved hypotheses as facts on every state, to tell ``violated`` from ``not-inductive``.
     ``mode="bmc"``: bounded model checking to ``depth`` (default 8) steps; every invariant
-    (and ``state-encoding``) gets its shortest violation or ``no-violation``.
+    (or those in ``invariants``) and ``state-encoding`` gets its shortest violation or
+    ``no-violation``; as in the explorer, no path runs through a state that breaks any
+    module invariant.
     ``timeout_ms`` bounds each solver query; a timeout is ``unknown``.
     """
     if mode not in (INDUCTION, BMC):
@@ -753,17 +832,21 @@ def prove(config: Config, *, mode: str = INDUCTION, depth: int | None = None,
     if mode == BMC:
         depth = 8 if depth is None else depth
         targets = ctx.targets
-        found = _bmc_search(ctx, targets, targets, depth, timeout_ms, progress, t0, records)
+        found, _done = _bmc_search(ctx, targets, ctx.path_targets, depth, timeout_ms,
+                                   progress, t0, records)
         for t in targets:
-            st, cx, secs, q = found[t.id]
-            results.append(TargetResult(t.id, t.kind, t.summary, st, secs, q,
-                                        counterexample=cx,
-                                        note=f"no violation in {depth} steps (not a proof)"
-                                        if st == NO_VIOLATION else ""))
+            f = found[t.id]
+            note = ""
+            if f.status == NO_VIOLATION:
+                note = f"no violation in {depth} steps (not a proof)"
+            elif f.status == UNKNOWN:
+                note = f"a query timed out ({timeout_ms} ms)"
+            results.append(TargetResult(t.id, t.kind, t.summary, f.status, f.seconds,
+                                        f.queries, counterexample=f.trace, note=note))
     else:
-        results, rounds, depth = _induction(ctx, timeout_ms, confirm_depth
-                                            if confirm_depth is not None else depth,
-                                            progress, t0, records)
+        results, rounds, depth = _induction(
+            ctx, timeout_ms, confirm_depth if confirm_depth is not None else depth,
+            confirm_seconds, progress, t0, records)
     seconds = time.monotonic() - t0
     return ProveResult(
         config, mode, depth, faults, tuple(ablate), results, len(ctx.trans),
@@ -772,8 +855,8 @@ def prove(config: Config, *, mode: str = INDUCTION, depth: int | None = None,
 
 
 def _induction(ctx: _Ctx, timeout_ms: int, confirm_depth: int | None,
-               progress: Progress | None, t0: float, records: list[QueryRecord]
-               ) -> tuple[list[TargetResult], int, int]:
+               confirm_seconds: float, progress: Progress | None, t0: float,
+               records: list[QueryRecord]) -> tuple[list[TargetResult], int, int | None]:
     res = {t.id: TargetResult(t.id, t.kind, t.summary, PROVED) for t in ctx.targets}
     # initially true (in the concrete reading)
     hyps: list[Target] = []
@@ -807,35 +890,39 @@ def _induction(ctx: _Ctx, timeout_ms: int, confirm_depth: int | None,
         r.queries += 1
         if r.slowest is None or q.seconds > r.slowest[0]:
             r.slowest = (q.seconds, ctx.trans[q.edge].text)
-    # tell violated from not inductive: a bounded search from the initial state
-    depth = 8 if confirm_depth is None else confirm_depth
+    # tell violated from not inductive: a bounded search from the initial state, with the
+    # proved hypotheses as facts (they hold in every reachable state)
+    depth = 12 if confirm_depth is None else confirm_depth
     failing = [t for t in ctx.targets if t.id in dropped]
+    found: dict[str, _Found] = {}
+    searched = -1
     if failing and depth > 0:
-        path = [t for t in ctx.targets if t.kind != "lemma"]
         bmc_records: list[QueryRecord] = []
-        found = _bmc_search(ctx, failing, path, depth, timeout_ms, progress, t0, bmc_records)
+        found, searched = _bmc_search(ctx, failing, ctx.path_targets, depth, timeout_ms,
+                                      progress, t0, bmc_records, facts=hyps,
+                                      budget=confirm_seconds)
         records.extend(bmc_records)
-    else:
-        found = {}
     for t in failing:
         answer, cti, rnd = dropped[t.id]
         r = res[t.id]
         r.cti = cti
-        st, cx, secs, _q = found.get(t.id, (NO_VIOLATION, None, 0.0, 0))
-        r.seconds += secs
-        if st == VIOLATED:
-            r.status, r.counterexample = VIOLATED, cx
-            r.note = f"reachable: a {cx.length}-step run breaks it" if cx else ""
+        f = found.get(t.id, _Found())
+        r.seconds += f.seconds
+        if f.status == VIOLATED and f.trace is not None:
+            r.status, r.counterexample = VIOLATED, f.trace
+            r.note = f"reachable: a {f.trace.length}-step run breaks it"
         elif answer == "unknown":
             r.status = UNKNOWN
             r.note = f"a query timed out ({timeout_ms} ms)"
         else:
             r.status = NOT_INDUCTIVE
             lost = sorted(k for k, v in dropped.items() if v[2] < rnd)
-            r.note = (f"no violation within {depth} steps; " if depth > 0 else "") + (
+            searched_t = searched if f.status != UNKNOWN else searched - 1
+            r.note = (f"no violation within {max(searched_t, 0)} steps; "
+                      if depth > 0 else "") + (
                 "a lemma is missing" if not lost else
                 f"not inductive once {', '.join(lost)} (not proved) left the hypotheses")
-    return [res[t.id] for t in ctx.targets], rounds, depth
+    return [res[t.id] for t in ctx.targets], rounds, (searched if failing else None)
 
 
 # ------------------------------------------------------------------ reporters
@@ -866,7 +953,7 @@ def prove_text(result: ProveResult, verbose: bool = False) -> str:
         if t.note and t.status != PROVED:
             out.append(f"      {t.note}")
     for t in r.results:
-        if t.cti is not None and t.status != PROVED:
+        if t.cti is not None and (t.status == NOT_INDUCTIVE or verbose):
             out.append("")
             out.append(cti_text(t.cti, "not inductive" if t.status == NOT_INDUCTIVE
                                 else t.status))
@@ -898,7 +985,8 @@ def prove_text(result: ProveResult, verbose: bool = False) -> str:
 
 def cti_text(c: CTI, label: str) -> str:
     out = [f"[{c.invariant}] {label}: counterexample to induction"
-           + (" (a lemma is missing)" if label == "not inductive" else ""),
+           + (" (a lemma is missing)" if label == "not inductive" else
+              " (and reachable: see the trace)" if label == VIOLATED else ""),
            f"  step: {c.transition}" + (f" -> {c.status}" if c.status else "")]
     for m in c.clauses:
         out.append(f"  breaks: {m}")
@@ -914,6 +1002,8 @@ def cti_text(c: CTI, label: str) -> str:
             out.append(f"       {f} = {v}{'   <- read by the broken clause' if mark else ''}")
     if not c.replayed:
         out.append("  !! the concrete engine gives a different next state (encoding bug)")
+    elif not c.confirmed:
+        out.append("  !! the compiled Python reading does not confirm this CTI")
     return "\n".join(out)
 
 
@@ -931,8 +1021,9 @@ def _cx_text(r: ProveResult, t: TargetResult) -> str:
         prog, cx, r.labels(cx))
 
 
-def prove_json(result: ProveResult) -> dict[str, Any]:
-    """``{"results": [{"invariant", "status", "seconds", "cti"?}], ...totals}``."""
+def prove_json(result: ProveResult, queries: bool = False) -> dict[str, Any]:
+    """``{"results": [{"invariant", "status", "seconds", "cti"?}], ...totals}``; with
+    ``queries`` also every query (target, transition or depth, answer, seconds)."""
     r = result
     rows = []
     for t in r.results:
@@ -959,9 +1050,47 @@ def prove_json(result: ProveResult) -> dict[str, Any]:
         "queries": r.queries, "solver_seconds": round(r.solver_seconds, 3),
         "seconds": round(r.seconds, 3), "queries_per_second": round(r.queries_per_second, 1),
         "rounds": r.rounds, "peak_rss_mib": round(r.peak_rss_mib, 1), "ok": r.ok,
+        **({"query_log": [_query_json(r, q) for q in r.records]} if queries else {}),
     }
+
+
+def _query_json(r: ProveResult, q: QueryRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {"target": q.target, "answer": q.answer,
+                           "seconds": round(q.seconds, 5)}
+    if q.round:  # an induction query
+        out.update(transition=r._ctx.trans[q.edge].text, round=q.round,
+                   solver_calls=q.calls)
+    else:
+        out["depth"] = q.edge
+    return out
+
+
+def write_traces(result: ProveResult, out: Any, title: str = "") -> list[list[str]]:
+    """Each reachable counterexample as ``OUT/<invariant>.tdx`` (a replayable scenario) and
+    ``.itf.json``, as ``check.write_traces`` writes the explorer's; returns the paths."""
+    from pathlib import Path
+
+    from .traces import any_host_tdx, dumps_itf, itf
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    prog = result.program() if result.counterexamples else None
+    files = []
+    for cx in result.counterexamples:
+        if not cx.path:
+            continue  # false initially: nothing to replay
+        base = out / cx.invariant
+        head = title or (f"tdxcheck prove ({result.mode}), host any, config "
+                         f"{result.config.describe()}")
+        text = any_host_tdx(prog, cx, head).replace(
+            "found by tdxcheck check --host any (breadth-first: shortest)",
+            "found by tdxcheck prove (bounded model checking: shortest)")
+        base.with_suffix(".tdx").write_text(text)
+        base.with_suffix(".itf.json").write_text(dumps_itf(itf(prog, cx, result.labels(cx))))
+        files.append([str(base.with_suffix(".tdx")), str(base.with_suffix(".itf.json"))])
+    return files
 
 
 __all__ = ["BMC", "CTI", "INDUCTION", "NOT_INDUCTIVE", "NO_VIOLATION", "PROVED", "TYPING",
            "UNKNOWN", "VIOLATED", "ProveResult", "QueryRecord", "TargetResult", "Transition",
-           "cti_text", "prove", "prove_json", "prove_text", "read_cells"]
+           "cti_text", "prove", "prove_json", "prove_text", "read_cells", "write_traces"]

@@ -17,8 +17,15 @@ zeroing a reclaimed TD or vCPU slot and a released page's PAMT owner/bepoch
 
 from __future__ import annotations
 
-from tdxcheck.model.enums import KotState, OpState, PageType, SeptState, TdLifecycle, VcpuState
-from tdxcheck.model.expr import And, Expr, If, Implies, Not, Or, lift
+from tdxcheck.model.enums import (
+    KotState,
+    OpState,
+    PageType,
+    SeptState,
+    TdLifecycle,
+    VcpuState,
+)
+from tdxcheck.model.expr import And, Expr, If, Implies, Not, lift
 from tdxcheck.model.state import TD_ENTRY_FIELDS, TD_FIELDS, VP_FIELDS, S, Universe
 
 from .base import Clause, Invariant
@@ -140,8 +147,9 @@ VP_TDVPR = _lemma("vcpu-tdvpr-page", "a live vCPU's TDVPR page is PT_TDVPR and n
 
 
 def _only_null_reserved(u: Universe) -> list[Clause]:
-    """Only the NULL page is PT_RSVD: every rule that sets a page type sets a TD type or
-    PT_NDA."""
+    """Only the NULL page is PT_RSVD: the pages start PT_NDA, and every rule that sets a
+    page type sets PT_NDA or a TD page type (TDR, TDCX, TDVPR, EPT, REG).  So the reclaim
+    of a page, which refuses PT_NDA and PT_RSVD, always finds a TD's page."""
     return [Clause(S.pt[p] != PageType.PT_RSVD, f"page {u.page_name(p)} is PT_RSVD")
             for p in _pages(u)]
 
@@ -299,7 +307,7 @@ def _sept_distinct(u: Universe) -> list[Clause]:
     Else removing one mapping would free a page the other still maps."""
     slots = [(t, e) for t in range(len(u.tds)) for e in range(len(u.entries))]
     out = []
-    for (t1, e1), (t2, e2) in itertools_pairs(slots):
+    for (t1, e1), (t2, e2) in _pairs(slots):
         both = And(_live(t1), S.lifecycle[t1] != _LC.TD_TEARDOWN,
                    _live(t2), S.lifecycle[t2] != _LC.TD_TEARDOWN,
                    S.sept_state[t1, e1] != _SS.SEPT_FREE, S.sept_state[t2, e2] != _SS.SEPT_FREE)
@@ -309,7 +317,8 @@ def _sept_distinct(u: Universe) -> list[Clause]:
     return out
 
 
-def itertools_pairs(xs: list[tuple[int, int]]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+def _pairs(xs: list[tuple[int, int]]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Every unordered pair of distinct elements."""
     return [(a, b) for i, a in enumerate(xs) for b in xs[i + 1:]]
 
 
@@ -353,4 +362,3 @@ LEMMAS: tuple[Invariant, ...] = (
 )
 
 __all__ = ["LEMMAS"]
-_ = Or  # re-exported helpers stay importable for new lemmas

@@ -1,0 +1,74 @@
+"""Ablation: which module checks each invariant depends on, against any host and KVM."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tdxcheck.checker.ablation import (
+    ablation_json,
+    ablation_table,
+    check_names,
+    run_ablation,
+    why_nothing_breaks,
+)
+from tdxcheck.checker.programs import make_config
+from tdxcheck.properties import INVARIANTS
+
+FREEID = "mng.key_freeid.wbinvd_done"
+VPFD = "mng.vpflushdone.no_assoc_vcpus"
+
+
+def test_check_names_come_from_the_rules() -> None:
+    names = check_names(make_config("tiny", {}).universe())
+    assert len(names) == len(set(names)) > 150
+    assert {FREEID, VPFD, "phymem.page_reclaim.no_children"} <= set(names)
+    # every check an invariant depends on is a real check name
+    for inv in INVARIANTS:
+        assert set(inv.depends_on) <= set(names), inv.id
+
+
+def test_freeid_cache_and_vpflushdone_assoc_checks_protect_the_keyid() -> None:
+    rows = run_ablation("any", "tiny", checks=[FREEID, VPFD])
+    for r in rows:
+        assert "keyid-after-vpflushdone" in r["broken"], r
+    assert rows[0]["broken"]["keyid-after-vpflushdone"] == 5
+
+
+def test_kvm_leans_on_the_freeid_check_but_never_on_vpflushdone_assoc() -> None:
+    """KVM flushes every vCPU before VPFLUSHDONE, so that check never refuses KVM; but when
+    CACHE.WB gives up, only FREEID's check stops KVM from freeing a dirty HKID."""
+    rows = {r["check"]: r for r in run_ablation("kvm", "tiny", checks=[FREEID, VPFD])}
+    assert "keyid-after-vpflushdone" in rows[FREEID]["broken"]
+    assert rows[VPFD]["broken"] == {} and rows[VPFD]["verdict"] == "holds"
+    assert run_ablation("kvm", "tiny", checks=[FREEID], faults=False)[0]["broken"] == {}
+
+
+def test_counter_out_of_range_has_a_trace() -> None:
+    """An ablated rule can drive a counter out of range: reported with a rebuilt trace."""
+    r = run_ablation("any", "tiny", checks=["vp.enter.vcpu_state"])[0]
+    assert r["broken"] == {"state-encoding": 9}
+
+
+def test_table_and_json_say_why_nothing_breaks() -> None:
+    rows = run_ablation("any", "tiny", checks=[FREEID, "mng.rd.op_state"])
+    text = ablation_table(rows)
+    assert "1/2 checks break an invariant" in text
+    assert "mng.rd.op_state: model gap" in text
+    d = json.loads(json.dumps(ablation_json(rows)))
+    assert d["checks"][0]["why_nothing_breaks"] is None
+    assert d["checks"][1]["why_nothing_breaks"]["kind"] == "model gap"
+    assert why_nothing_breaks("mng.create.tdr.lock")[0] == "redundant"
+    assert why_nothing_breaks(VPFD, "kvm")[0] == "not relied on by KVM"
+    assert ablation_json(rows, "kvm")["host"] == "kvm"
+    with pytest.raises(ValueError, match="unknown host"):
+        run_ablation("xen", "tiny")
+
+
+@pytest.mark.slow
+def test_full_ablation_classifies_every_silent_check() -> None:
+    for host in ("any", "kvm"):
+        rows = run_ablation(host, "tiny")
+        silent = [r["check"] for r in rows if not r["broken"]]
+        assert all(why_nothing_breaks(c, host)[0] != "?" for c in silent), [
+            c for c in silent if why_nothing_breaks(c, host)[0] == "?"]

@@ -1,0 +1,81 @@
+"""Seeded KVM bugs: every mutant is killed, by the invariant its description names, with a
+trace that replays; the suggested mutations the model cannot kill are provably equivalent."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import pytest
+from tdxcheck.checker import kvm
+from tdxcheck.checker.explore import explore
+from tdxcheck.checker.kvm import SWITCHES, KvmHost, kvm_config, kvm_tdx
+from tdxcheck.checker.mutants import (
+    EQUIVALENT,
+    MUTANTS,
+    equivalence_evidence,
+    mutants_json,
+    mutants_table,
+    run_mutant,
+    run_mutants,
+)
+from tdxcheck.checker.replay import replay
+from tdxcheck.checker.scenario import parse_text
+
+
+def test_at_least_twelve_named_mutants_each_one_switch_read_once() -> None:
+    assert len(MUTANTS) >= 12
+    assert len({m.name for m in MUTANTS}) == len(MUTANTS)
+    src = inspect.getsource(kvm)
+    for name in SWITCHES:
+        assert src.count(f'mut("{name}")') == 1, name
+    for m in MUTANTS:
+        assert m.invariant in m.description
+
+
+@pytest.mark.parametrize("m", MUTANTS, ids=lambda m: m.name)
+def test_mutant_killed_by_its_invariant_and_trace_replays(m) -> None:  # type: ignore[no-untyped-def]
+    row = run_mutant(m, "tiny")
+    assert row["killed"], row
+    assert row["invariant"] == m.invariant, row
+    assert row["length"] and row["trace"]
+    # the reference kvm host does not break it: the mutation is what kills it
+    prog = KvmHost(kvm_config("tiny"), faults=m.faults, mutant=m.name)
+    r = explore(prog, stop_at_first=False)
+    cx = next(c for c in r.violations if c.invariant == m.invariant)
+    sc = parse_text(kvm_tdx(prog, cx), f"{m.name}.tdx")
+    rr = replay(sc)
+    assert not rr.mismatches, [x.message for x in rr.mismatches]
+    assert m.invariant in {v.invariant for _, v in rr.violations}
+
+
+def test_reference_is_not_killed() -> None:
+    for faults in (False, True):
+        r = explore(KvmHost(kvm_config("tiny"), faults=faults), stop_at_first=False)
+        assert r.verdict == "holds"
+
+
+def test_equivalent_mutations_are_unreachable_lines() -> None:
+    ev = equivalence_evidence("tiny")
+    assert [e["name"] for e in ev] == [e[0] for e in EQUIVALENT]
+    for e in ev:
+        assert not e["site_reached"] and not e["killed"], e
+
+
+def test_table_and_json() -> None:
+    rows = run_mutants("tiny", names=["skip_wbinvd_after_remove", "skip_clear_after_reclaim"])
+    text = mutants_table(rows)
+    assert "2/2 mutants killed" in text and "flush-before-reclaim" in text
+    d = json.loads(json.dumps(mutants_json(rows)))
+    assert [set(x) for x in d["mutants"]] == [
+        {"name", "description", "killed", "invariant", "length"}] * 2
+    assert d["mutants"][1]["invariant"] == "clear-before-reuse"
+    with pytest.raises(ValueError, match="unknown mutant"):
+        run_mutants("tiny", names=["nope"])
+
+
+@pytest.mark.slow
+def test_all_mutants_killed_on_default() -> None:
+    rows = run_mutants("default")
+    assert all(r["killed"] and r["invariant"] == r["expected"] for r in rows), \
+        mutants_table(rows)
