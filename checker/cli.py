@@ -24,6 +24,24 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def known_checks(names: Sequence[str], u: Any) -> None:
+    """Refuse a ``--ablate``/``--check`` name that is not a module check of universe ``u``
+    (a typo would otherwise remove nothing and report the unablated verdict)."""
+    import difflib
+
+    from .ablation import check_names
+
+    if not names:
+        return
+    have = check_names(u)
+    for n in names:
+        if n not in have:
+            near = difflib.get_close_matches(n, have, n=3)
+            raise ValueError(f"unknown module check {n!r}"
+                             + (f" (did you mean {', '.join(near)}?)" if near else "")
+                             + "; tdxcheck ablate --list lists them all")
+
+
 def builtin_scenario(name: str) -> Path:
     """A scenario shipped inside the package (``checker/builtin/NAME.tdx``)."""
     path = Path(str(resources.files("tdxcheck.checker") / "builtin" / f"{name}.tdx"))
@@ -41,10 +59,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     path = args.file or str(builtin_scenario("kvm-lifecycle"))
     try:
         sc = parse_file(path)
+        known_checks(args.ablate, universe_of(sc))
         result = replay(sc, Engine(universe_of(sc), ablate=args.ablate) if args.ablate else None,
                         run=args.engine)
     except ScenarioError as e:
         print(str(e), file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as e:
+        print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
         print(dumps(replay_json(result)))
@@ -73,6 +95,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from .report import counterexample_text, dumps, explore_json
     from .scenario import ScenarioError, parse_file
 
+    if args.host == "kvm":
+        return _cmd_check_kvm(args)
     files = [a for a in args.args if "=" not in a]
     overrides = dict(a.split("=", 1) for a in args.args if "=" in a)
     if len(files) > 1:
@@ -89,8 +113,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 raise ValueError("key=value overrides apply to --host any; a scenario sets "
                                  "its own config line")
             sc = parse_file(files[0])
+            from .replay import universe_of
+
+            known_checks(args.ablate, universe_of(sc))
         else:
             config = make_config(args.config, overrides)
+            known_checks(args.ablate, config.universe())
         run = run_check(
             scenario=sc, config=config, faults=args.faults,
             symmetry=False if args.no_symmetry else None, all_violations=args.all,
@@ -141,6 +169,193 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if r.verdict == "incomplete":
         return EXIT_INCOMPLETE
     return EXIT_OK
+
+
+def _cmd_check_kvm(args: argparse.Namespace) -> int:
+    """``check --host kvm``: KVM's protocol (``checker/kvm.py``) under every interleaving;
+    every violated invariant gets its shortest trace (as ``--all``), leaks on KVM's error
+    paths are listed apart (they do not change the exit status)."""
+    from .explore import Limits
+    from .kvm import KVM_CONFIGS, kvm_json, kvm_tdx, kvm_text, run_kvm, trace_of
+    from .report import counterexample_text, dumps
+    from .traces import dumps_itf, itf
+
+    if args.args:
+        print(f"tdxcheck: error: --host kvm takes no scenario file or key=value overrides "
+              f"(got {' '.join(args.args)}); it has named configurations: "
+              f"{', '.join(KVM_CONFIGS)}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.fingerprint:
+        print("tdxcheck: error: --fingerprint is for --host any (the kvm host's state spaces "
+              "are stored exactly)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        from .kvm import kvm_config
+
+        known_checks(args.ablate, kvm_config(args.config).universe())
+        run = run_kvm(args.config, faults=args.faults, ablate=args.ablate,
+                      limits=Limits(args.max_states, args.max_depth, args.time_limit),
+                      progress=None if args.quiet else _progress_printer())
+    except ValueError as e:
+        print(f"tdxcheck: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.quiet and sys.stderr.isatty():
+        print(file=sys.stderr)
+    r = run.result
+    files: list[list[str]] = []
+    if args.trace_out:
+        out = Path(args.trace_out)
+        out.mkdir(parents=True, exist_ok=True)
+        for cx in r.violations:
+            base = out / cx.invariant
+            base.with_suffix(".tdx").write_text(kvm_tdx(run.prog, cx))
+            base.with_suffix(".itf.json").write_text(
+                dumps_itf(itf(run.prog, cx, trace_of(run.prog, cx))))
+            files.append([str(base.with_suffix(".tdx")), str(base.with_suffix(".itf.json"))])
+    if args.json:
+        data = kvm_json(run)
+        if files:
+            for v, f in zip(data["violations"], files, strict=True):
+                v["files"] = f
+        print(dumps(data))
+    else:
+        print(kvm_text(run, traces=False))
+        abl = "".join(f" --ablate {a}" for a in args.ablate)
+        for i, cx in enumerate(r.violations):
+            repro = (f"tdxcheck replay {files[i][0]}{abl}" if files
+                     else "rerun with --trace-out DIR to get a replayable .tdx")
+            print()
+            print(counterexample_text(run.prog, cx, trace_of(run.prog, cx), repro))
+        if run.leaks:
+            print()
+            print("leak paths (shortest per KVM error site):")
+            for lk in run.leaks:
+                print(f"- {lk['site']}:")
+                print("\n".join(f"    {i}. {step}" for i, step in enumerate(lk["trace"], 1)))
+    if r.verdict == "violated" or run.witnesses_missing:
+        return EXIT_VIOLATED
+    if r.verdict == "incomplete":
+        return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+def _cmd_mutants(args: argparse.Namespace) -> int:
+    """``mutants``: every seeded KVM bug explored; exit 1 if one survives."""
+    from .mutants import mutants_json, mutants_table, run_mutants
+    from .report import dumps
+
+    def show(i: int, n: int, name: str) -> None:
+        print(f"mutant {i + 1}/{n}: {name}", file=sys.stderr, flush=True)
+
+    try:
+        rows = run_mutants(args.config, names=args.only or None,
+                           progress=None if args.quiet else show)
+    except ValueError as e:
+        print(f"tdxcheck: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(dumps(mutants_json(rows)))
+    else:
+        print(f"tdxcheck mutants: host kvm, config {args.config}")
+        print(mutants_table(rows))
+        if args.verbose:
+            for row in rows:
+                if row["trace"]:
+                    print()
+                    print(f"{row['name']}: [{row['invariant']}] after {row['length']} "
+                          f"step(s): {row['message']}")
+                    print("\n".join(f"  {i}. {st}" for i, st in enumerate(row["trace"], 1)))
+    return EXIT_OK if all(r["killed"] for r in rows) else EXIT_VIOLATED
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    """``ablate``: remove one module check at a time; which invariants break."""
+    from .ablation import ablation_json, ablation_table, run_ablation
+    from .explore import Limits
+    from .report import dumps
+
+    config = args.config or ("tiny" if args.host == "any" else "default")
+
+    def show(i: int, n: int, name: str) -> None:
+        print(f"ablate {i + 1}/{n}: {name}", file=sys.stderr, flush=True)
+
+    try:
+        from .ablation import check_names
+        from .kvm import kvm_config
+        from .programs import make_config
+
+        bad = [a for a in args.args if "=" not in a]
+        if bad:
+            raise ValueError(f"expected key=value, got {' '.join(bad)}")
+        overrides = dict(a.split("=", 1) for a in args.args)
+        if args.host == "kvm" and overrides:
+            raise ValueError("key=value overrides apply to --host any; --host kvm has named "
+                             "configurations")
+        u = (kvm_config(config).universe() if args.host == "kvm" else
+             make_config(config, overrides).universe())
+        if args.list:
+            print("\n".join(check_names(u)))
+            return EXIT_OK
+        known_checks(args.check, u)
+        rows = run_ablation(args.host, config, checks=args.check or None,
+                            faults=not args.no_faults,
+                            limits=Limits(args.max_states, None, args.time_limit),
+                            overrides=overrides, progress=None if args.quiet else show)
+    except ValueError as e:
+        print(f"tdxcheck: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(dumps(ablation_json(rows, args.host)))
+    else:
+        print(f"tdxcheck ablate: host {args.host}, config {config}"
+              + ("" if args.no_faults or args.host == "any" else ", module faults on"))
+        print(ablation_table(rows, args.host))
+    incomplete = [r["check"] for r in rows if r["verdict"] == "incomplete"]
+    if incomplete:
+        print(f"tdxcheck: incomplete (a limit was hit) for: {', '.join(incomplete)}",
+              file=sys.stderr)
+        return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+def _cmd_prove(args: argparse.Namespace) -> int:
+    """``prove``: Z3 induction (default) or ``--bmc --depth K`` for ``--host any``."""
+    from .report import dumps
+
+    if args.host not in (None, "any"):
+        print(f"tdxcheck: error: prove works on --host any; a scenario's threads "
+              f"({args.host}) are explored exhaustively by: tdxcheck check {args.host}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        from .z3_prove import BMC, INDUCTION, prove, prove_json, prove_text, write_traces
+
+        config = _config_args(args)
+        known_checks(args.ablate, config.universe())
+        mode = BMC if args.bmc else INDUCTION
+        if args.depth is not None and args.depth < 0:
+            raise ValueError("--depth must be >= 0")
+
+        def show(d: dict[str, Any]) -> None:
+            parts = [f"{k} {v:.1f}s" if k == "seconds" else
+                     f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in d.items() if k != "phase"]
+            print(f"prove: {d.get('phase', '')}: " + ", ".join(parts), file=sys.stderr,
+                  flush=True)
+
+        result = prove(config, mode=mode, depth=args.depth, timeout_ms=args.timeout_ms,
+                       ablate=args.ablate, invariants=args.invariant or None,
+                       faults=args.faults, progress=None if args.quiet else show)
+    except ValueError as e:
+        print(f"tdxcheck: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.trace_out:
+        write_traces(result, Path(args.trace_out))
+    if args.json:
+        print(dumps(prove_json(result)))
+    else:
+        print(prove_text(result, verbose=args.verbose))
+    return int(result.exit_status)
 
 
 def _config_args(args: argparse.Namespace) -> Any:
@@ -227,6 +442,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     try:
         config = _config_args(args)
+        known_checks(args.ablate, config.universe())
         data = collect(config, faults=args.faults, ablate=args.ablate,
                        progress=None if args.quiet else _progress_printer())
     except ValueError as e:
@@ -287,8 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("args", nargs="*", metavar="FILE | key=value",
                    help="a scenario file with thread blocks, or config overrides for --host "
                    "any (scenario config keys, plus tds, vps, pages, gpas)")
-    c.add_argument("--host", choices=("any",), default=None,
-                   help="the host program to explore (default: any, unless a FILE is given)")
+    c.add_argument("--host", choices=("any", "kvm"), default=None,
+                   help="the host program to explore (default: any, unless a FILE is given); "
+                   "kvm: upstream KVM's TDX protocol, every invariant, leaks listed apart")
     c.add_argument("--config", default="default", help="tiny | default | large")
     c.add_argument("--faults", action="store_true",
                    help="let every SEAMCALL fail at each of its fault points")
@@ -356,6 +573,67 @@ def build_parser() -> argparse.ArgumentParser:
                     help="remove a module check by name")
     rp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     rp.set_defaults(fn=_cmd_report)
+
+    mu = sub.add_parser("mutants", help="seeded KVM host bugs: is each one caught?",
+                        description="Explore every mutant of the kvm host (one-line changes a "
+                        "patch could make) and report the invariant that kills it. Exit 0 "
+                        "all killed, 1 a mutant survived, 2 bad input.")
+    mu.add_argument("--config", default="tiny", help="kvm configuration: tiny (default) | "
+                    "default | large")
+    mu.add_argument("--only", action="append", default=[], metavar="NAME",
+                    help="run only this mutant (repeatable)")
+    mu.add_argument("--json", action="store_true", help="print the result as JSON")
+    mu.add_argument("-v", "--verbose", action="store_true", help="print each killing trace")
+    mu.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    mu.set_defaults(fn=_cmd_mutants)
+
+    ab = sub.add_parser("ablate", help="remove one module check at a time: what breaks",
+                        description="Remove each module check in turn (or those given with "
+                        "--check), explore again and tabulate checks x invariants broken with "
+                        "the shortest trace length. Exit 0 done, 2 bad input, 3 a limit hit.")
+    ab.add_argument("args", nargs="*", metavar="key=value", help="config overrides (--host any)")
+    ab.add_argument("--host", choices=("any", "kvm"), default="any")
+    ab.add_argument("--config", default=None,
+                    help="default: tiny for --host any, default for --host kvm")
+    ab.add_argument("--check", action="append", default=[], metavar="CHECK",
+                    help="ablate only this check (repeatable)")
+    ab.add_argument("--list", action="store_true",
+                    help="print the module checks' names, in rule order, and exit")
+    ab.add_argument("--no-faults", action="store_true",
+                    help="--host kvm: no module faults (default: faults on)")
+    ab.add_argument("--max-states", type=int, default=None, help="per check")
+    ab.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                    help="per check")
+    ab.add_argument("--json", action="store_true", help="print the result as JSON")
+    ab.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    ab.set_defaults(fn=_cmd_ablate)
+
+    pv = sub.add_parser("prove", help="Z3: the module invariants for runs of any length",
+                        description="Induction (default): every module invariant with the "
+                        "lemmas of properties/lemmas.py, per transition; a failed query gives "
+                        "a counterexample to induction. --bmc --depth K: bounded model "
+                        "checking. Exit 0 proved (bmc: no violation within K), 1 violated or "
+                        "not inductive, 2 bad input, 3 a solver timeout (unknown).")
+    pv.add_argument("args", nargs="*", metavar="key=value", help="config overrides")
+    pv.add_argument("--host", default=None, metavar="any",
+                    help="the host program: any (the default; scenario files are not proved)")
+    pv.add_argument("--config", default="default", help="tiny | default | large")
+    pv.add_argument("--faults", action="store_true", help="include every fault point")
+    pv.add_argument("--ablate", action="append", default=[], metavar="CHECK",
+                    help="remove a module check by name")
+    pv.add_argument("--invariant", action="append", default=[], metavar="ID",
+                    help="prove only this invariant (repeatable)")
+    pv.add_argument("--bmc", action="store_true", help="bounded model checking")
+    pv.add_argument("--depth", type=int, default=None,
+                    help="bmc depth (default 8); induction: how deep to look for a real "
+                    "violation of a non-inductive invariant")
+    pv.add_argument("--timeout-ms", type=int, default=60_000, help="per solver query")
+    pv.add_argument("--trace-out", metavar="DIR",
+                    help="write each violation as DIR/<invariant>.tdx and .itf.json")
+    pv.add_argument("--json", action="store_true", help="print the result as JSON")
+    pv.add_argument("-v", "--verbose", action="store_true", help="per-query detail")
+    pv.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    pv.set_defaults(fn=_cmd_prove)
 
     f = sub.add_parser("conform", help="random walks on the model and the executor in lockstep")
     f.add_argument("--steps", type=int, default=10_000)

@@ -11,12 +11,9 @@ PATH, and as edge tables always).
 The optional engines are found by name, so the report works in any build; a missing one
 (or one without the function) gives "not available in this build":
 
-* ``tdxcheck.checker.z3_prove.report_rows(config) -> list[dict]``: one row per proof
-  (property, verdict, engine, bound, ...);
-* ``tdxcheck.checker.mutants.mutant_rows(config) -> list[dict]`` and
-  ``tdxcheck.checker.mutants.ablation_rows(config) -> list[dict]``;
-* ``tdxcheck.checker.executor.runner.consequences(prog, cx) -> list[str]``: per step of a
-  counterexample, what the concrete executor saw (one line each).
+``tdxcheck.checker.report_rows`` (``ROWS``) holds them: ``prove_rows(config)`` (one row per
+proof), ``mutant_rows(config)``, ``ablation_rows(config)`` and ``consequences(prog, cx)``
+(what the concrete executor saw replaying a counterexample, one line each).
 
 The page holds no time stamps and no timings, so the same model gives the same bytes.
 Regenerate the repository's copy with ``tdxcheck report --config default -o reports``.
@@ -65,6 +62,10 @@ class ReportData:
     consequences_note: str = ""
 
 
+#: the module the optional sections come from
+ROWS = "tdxcheck.checker.report_rows"
+
+
 def optional_function(module: str, name: str) -> Callable[..., Any] | None:
     """``module.name`` if the module imports and has it, else None (never raises)."""
     try:
@@ -99,8 +100,8 @@ def collect(config: Any, *, faults: bool = False, ablate: Sequence[str] = (),
     cov, graphs = projections_and_coverage(config, PROJECTIONS, faults=faults, ablate=ablate,
                                            progress=progress)
     cons: list[list[str] | None] = []
-    fn = optional_function("tdxcheck.checker.executor.runner", "consequences")
-    note = "" if fn else f"{NOT_AVAILABLE} (tdxcheck.checker.executor.runner.consequences)"
+    fn = optional_function(ROWS, "consequences")
+    note = "" if fn else f"{NOT_AVAILABLE} ({ROWS}.consequences)"
     for cx in run.result.violations:
         if fn is None:
             cons.append(None)
@@ -112,9 +113,9 @@ def collect(config: Any, *, faults: bool = False, ablate: Sequence[str] = (),
             note = f"executor failed: {type(e).__name__}: {e}"
     return ReportData(
         config, faults, list(ablate), run, cov, graphs,
-        prove=_optional_rows("tdxcheck.checker.z3_prove", "report_rows", config),
-        mutants=_optional_rows("tdxcheck.checker.mutants", "mutant_rows", config),
-        ablations=_optional_rows("tdxcheck.checker.mutants", "ablation_rows", config),
+        prove=_optional_rows(ROWS, "prove_rows", config),
+        mutants=_optional_rows(ROWS, "mutant_rows", config),
+        ablations=_optional_rows(ROWS, "ablation_rows", config),
         consequences=cons, consequences_note=note)
 
 

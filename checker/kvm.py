@@ -44,6 +44,16 @@ environment event happened on the path it is a ``no-leak`` violation (KVM should
 everything back); otherwise it is reported as data (``leak[...]`` goals) with the KVM error
 path that chose to leak.
 
+``preempt_init=True`` adds one KVM race that is off by default: ``tdx_vcpu_init`` runs with the
+vCPU loaded (``tdx_vcpu_unlocked_ioctl``: vcpu_load) and preemptible, and between
+``tdh_vp_init`` (which associates the vCPU with this CPU) and ``tdx->state =
+VCPU_TD_STATE_INITIALIZED`` the thread can be preempted and resume on another CPU:
+``kvm_sched_in`` -> ``tdx_vcpu_load`` -> ``tdx_flush_vp`` skips TDH.VP.FLUSH because the vCPU is
+still UNINITIALIZED, yet sets ``vcpu->cpu`` to the new CPU.  Every later flush then runs on
+a CPU the vCPU is not associated with (TDX_VCPU_NOT_ASSOCIATED counts as success), so
+VPFLUSHDONE says TDX_FLUSHVP_NOT_DONE and KVM leaks the HKID and every TD page with no
+module fault at all: a ``no-leak`` violation (a finding about KVM, kvm-x86 @09c6f74e).
+
 A mutant (``checker/mutants.py``) is this program with one named switch flipped; each switch
 is read in exactly one place below (``self.mut(...)``).
 """
@@ -138,10 +148,11 @@ ERROR_SITES: tuple[str, ...] = (
     "__tdx_td_init: tdh_mng_key_config",
     "__tdx_td_init: tdh_mng_addcx",
     "__tdx_td_init: tdh_mng_init",
-    "__tdx_td_init: tdh_mng_rd",
+    "tdx_td_init: td_tdcs_exec_read64 (tdh_mng_rd)",
     "tdx_td_vcpu_init: tdh_vp_create",
     "tdx_td_vcpu_init: tdh_vp_addcx",
     "tdx_td_vcpu_init: tdh_vp_init",
+    "tdx_vcpu_init: tdh_vp_wr (td_vmcs_write)",
     "tdx_sept_link_private_spt: tdh_mem_sept_add",
     "tdx_gmem_post_populate: tdh_mem_page_add",
     "tdx_gmem_post_populate: tdh_mr_extend",
@@ -192,6 +203,7 @@ SWITCHES: tuple[str, ...] = (
     "hkid_free_before_freeid", "skip_vpflushdone", "vm_destroy_before_sept_free",
     "vcpu_free_without_reclaim", "release_hkid_before_gmem_zap", "skip_vp_flush_on_release",
     "ignore_flushvp_not_done", "free_page_after_failed_reclaim",
+    "free_sept_page_after_failed_reclaim",
 )
 
 _BUSY = int(Status.TDX_OPERAND_BUSY)
@@ -347,7 +359,8 @@ class KvmHost:
 
     def __init__(self, config: KvmConfig | Universe, faults: bool = False,
                  ablate: Sequence[str] = (), mutant: str | None = None,
-                 pinning: bool = True, gpas_zapped: Sequence[int] | None = None) -> None:
+                 pinning: bool = True, gpas_zapped: Sequence[int] | None = None,
+                 preempt_init: bool = False) -> None:
         if isinstance(config, Universe):
             raise TypeError("KvmHost takes a KvmConfig (its universe names KVM's pages)")
         if mutant is not None and mutant not in SWITCHES:
@@ -357,6 +370,7 @@ class KvmHost:
         self.faults = faults
         self.mutant = mutant
         self.pinning = pinning
+        self.preempt_init = preempt_init
         self.engine = Engine(self.u, ablate=ablate)
         self.lay = self.engine.layout
         self.n = self.lay.size
@@ -501,6 +515,25 @@ class KvmHost:
             if mv.get("in_guest", v):
                 mv.host(self.act("td_exit", vp=v, reason="normal"))
 
+    def vcpu_load(self, mv: _Move, v: int, c: int) -> None:
+        """kvm_arch_vcpu_load(vcpu, c) -> tdx_vcpu_load: ``if (vcpu->cpu == cpu ||
+        !is_hkid_assigned) return;`` else tdx_flush_vp_on_cpu (an IPI to the old CPU runs
+        tdx_flush_vp there: TDH.VP.FLUSH only once KVM's vCPU state is INITIALIZED,
+        TDX_VCPU_NOT_ASSOCIATED counts as success, then tdx_disassociate_vp), list_add on
+        cpu c; kvm_arch_vcpu_load sets vcpu->cpu = cpu.  Reached from vcpu_load() and from
+        kvm_sched_in() (the preempt notifier), so on every CPU change of a thread that has
+        the vCPU loaded."""
+        if mv[self.VCPU[v]] == c + 1:
+            raise _Disabled
+        old = mv[self.VCPU[v]] - 1
+        if mv[self.HK] and old >= 0 and not self.mut("migrate_without_flush"):
+            if mv[self.VINIT[v]]:
+                st = mv.call(self.act("TDH.VP.FLUSH", cpu=old, tdvpr=self.VPR[v]))
+                if st and status_class(st) != _NOT_ASSOC:
+                    mv.error("tdx_flush_vp: tdh_vp_flush")
+            mv[self.VCPU[v]] = 0  # tdx_disassociate_vp: vcpu->cpu = -1
+        mv[self.VCPU[v]] = c + 1  # list_add on cpu c; vcpu->cpu = cpu
+
     def reclaim_page(self, mv: _Move, page: int) -> int:
         """tdx_reclaim_page: TDH.PHYMEM.PAGE.RECLAIM, then tdx_clear_page on success (no
         per-page WBINVD: CACHE.WB on every package already flushed the freed HKID)."""
@@ -616,12 +649,11 @@ class KvmHost:
 
         def mng_rd(mv: _Move) -> None:
             if mv.call(k.act("TDH.MNG.RD", tdr=tdr)):
-                mv.error("__tdx_td_init: tdh_mng_rd")
-                teardown_init(mv)
-                return
+                # td_tdcs_exec_read64: pr_err and return 0; tdx_td_init goes on
+                mv.error("tdx_td_init: td_tdcs_exec_read64 (tdh_mng_rd)", bug=False)
             mv[k.TDS] = TD_STATE_INITIALIZED
-        op("init.mng_rd", "__tdx_td_init: tdh_mng_rd() (TSC offset, multiplier); "
-           "state := TD_STATE_INITIALIZED", mng_rd)
+        op("init.mng_rd", "tdx_td_init: td_tdcs_exec_read64() -> tdh_mng_rd() (TSC offset, "
+           "multiplier); state := TD_STATE_INITIALIZED", mng_rd)
 
         # ---- KVM_CREATE_VCPU + KVM_TDX_INIT_VCPU (tdx_td_vcpu_init) ------------------
         for v in range(self.nvp):
@@ -657,14 +689,35 @@ class KvmHost:
                    vp_addcx, va)
 
             def vp_init(mv: _Move, v: int = v, vpr: int = vpr) -> None:
+                # the ioctl thread may be preempted (preemption is enabled once the
+                # mmu_lock guard around VP.INIT ends) and resume on another CPU before
+                # or after the VMCS writes: kvm_sched_in -> tdx_vcpu_load while KVM's
+                # vCPU state is still UNINITIALIZED, so tdx_flush_vp skips TDH.VP.FLUSH
+                where, _, to = mv.tag.partition(":cpu")
                 a = k.act("TDH.VP.INIT", cpu=mv[k.VCPU[v]] - 1, tdvpr=vpr)
                 if mv.call(a):
                     mv.error("tdx_td_vcpu_init: tdh_vp_init")
                     mv.goto("destroy.gmem")
                     return
-                mv[k.VINIT[v]] = 1
+                if where == "before VP.WR":
+                    k.vcpu_load(mv, v, int(to))
+                # tdx_vcpu_init: td_vmcs_write16/64 and td_vmcs_setbit32 (three TDH.VP.WR on
+                # vcpu->cpu, one here: they pass the same checks); a failure is
+                # tdh_vp_wr_failed's KVM_BUG_ON, and tdx_vcpu_init goes on regardless
+                wr = k.act("TDH.VP.WR", cpu=mv[k.VCPU[v]] - 1, tdvpr=vpr)
+                wr_failed = bool(mv.call(wr))
+                if wr_failed:
+                    mv.error("tdx_vcpu_init: tdh_vp_wr (td_vmcs_write)")
+                if where == "after VP.WR":
+                    k.vcpu_load(mv, v, int(to))
+                mv[k.VINIT[v]] = 1  # tdx->state = VCPU_TD_STATE_INITIALIZED
+                if wr_failed:
+                    mv.goto("destroy.gmem")  # the VM is dead: every later ioctl fails
+            tags = ("",) + tuple(f"{w}:cpu{c}" for w in ("before VP.WR", "after VP.WR")
+                                 for c in range(self.cpus)) if self.preempt_init else ("",)
             op(f"vcpu{v}.init", f"tdx_td_vcpu_init: tdh_vp_init(vcpu{v}) on the vCPU's CPU "
-               "under mmu_lock; state := VCPU_TD_STATE_INITIALIZED", vp_init)
+               "under mmu_lock; tdx_vcpu_init: td_vmcs_write (TDH.VP.WR); state := "
+               "VCPU_TD_STATE_INITIALIZED", vp_init, tags=tags)
 
         # ---- KVM_TDX_INIT_MEM_REGION: the first GPA, measured --------------------------
         for lv, sp in self.SEPT.items():
@@ -896,14 +949,19 @@ class KvmHost:
                 sp = self.SEPT[lv]
 
                 def sept_free(mv: _Move, page: int) -> None:
+                    # "If the S-EPT PTE can't be removed for any reason, intentionally
+                    # leak the page": goto out skips free_page(sp->external_spt)
+                    ok = False
                     if mv[k.HK]:
                         mv.error("tdx_sept_free_private_spt: HKID still assigned")
-                        return  # KVM_BUG_ON: the page is leaked
-                    if k.reclaim_page(mv, page):
+                    elif k.reclaim_page(mv, page):
                         mv.error("tdx_sept_free_private_spt: tdh_phymem_page_reclaim",
                                  bug=False)
-                        return
-                    mv.host(k.act("page_free", page=page))
+                    else:
+                        ok = True
+                    # the mutation moves the "out:" label above free_page()
+                    if ok or k.mut("free_sept_page_after_failed_reclaim"):
+                        mv.host(k.act("page_free", page=page))
                 page_op("sept_free" if firsts else f"sept_free{lv}",
                         f"kvm_mmu_uninit_vm -> tdx_sept_free_private_spt(level {lv}): "
                         "RECLAIM, tdx_clear_page, free", sp, sept_free, lambda mv: None)
@@ -966,18 +1024,9 @@ class KvmHost:
         vpr = self.VPR[v]
         for c in range(self.cpus):
             def load(mv: _Move, c: int = c) -> None:
-                if mv.get("in_guest", v) or mv[k.VCPU[v]] == c + 1:
+                if mv.get("in_guest", v):
                     raise _Disabled
-                old = mv[k.VCPU[v]] - 1
-                # tdx_vcpu_load: if (vcpu->cpu == cpu || !is_hkid_assigned) return;
-                if mv[k.HK] and old >= 0 and not k.mut("migrate_without_flush"):
-                    # tdx_flush_vp_on_cpu: IPI the old CPU, tdx_flush_vp there
-                    if mv[k.VINIT[v]]:
-                        st = mv.call(k.act("TDH.VP.FLUSH", cpu=old, tdvpr=vpr))
-                        if st and status_class(st) != _NOT_ASSOC:
-                            mv.error("tdx_flush_vp: tdh_vp_flush")
-                    mv[k.VCPU[v]] = 0
-                mv[k.VCPU[v]] = c + 1  # list_add on cpu c; vcpu->cpu = cpu
+                k.vcpu_load(mv, v, c)
             add(f"vcpu_load(vcpu{v}, cpu{c}) -> tdx_vcpu_load: tdx_flush_vp_on_cpu(old CPU)",
                 load, None)
 
@@ -1350,7 +1399,7 @@ _WRAPPER = {
     "TDH.MNG.CREATE": "tdh_mng_create", "TDH.MNG.KEY.CONFIG": "tdh_mng_key_config",
     "TDH.MNG.ADDCX": "tdh_mng_addcx", "TDH.MNG.INIT": "tdh_mng_init",
     "TDH.MNG.RD": "tdh_mng_rd", "TDH.VP.CREATE": "tdh_vp_create",
-    "TDH.VP.ADDCX": "tdh_vp_addcx", "TDH.VP.INIT": "tdh_vp_init",
+    "TDH.VP.ADDCX": "tdh_vp_addcx", "TDH.VP.INIT": "tdh_vp_init", "TDH.VP.WR": "tdh_vp_wr",
     "TDH.VP.ENTER": "tdh_vp_enter", "TDH.VP.FLUSH": "tdh_vp_flush",
     "TDH.MNG.VPFLUSHDONE": "tdh_mng_vpflushdone", "TDH.PHYMEM.CACHE.WB": "tdh_phymem_cache_wb",
     "TDH.MNG.KEY.FREEID": "tdh_mng_key_freeid",
@@ -1402,19 +1451,22 @@ def trace_of(prog: KvmHost, cx: Any) -> list[str]:
 
 def run_kvm(config: str | KvmConfig = "tiny", *, faults: bool = False,
             mutant: str | None = None, ablate: Sequence[str] = (), pinning: bool = True,
-            limits: Any = None, progress: Callable[[dict[str, float]], None] | None = None
-            ) -> KvmRun:
+            limits: Any = None, progress: Callable[[dict[str, float]], None] | None = None,
+            preempt_init: bool = False) -> KvmRun:
     """``tdxcheck check --host kvm``: explore every interleaving of KVM's threads (and, with
     ``faults``, every module fault the environment can cause); every invariant is checked.
     Leaks on paths with an environment event are collected as data (``leaks``), one
-    shortest path per KVM error site that chose to leak."""
+    shortest path per KVM error site that chose to leak.  ``preempt_init`` lets the
+    KVM_TDX_INIT_VCPU thread be preempted and resume on another CPU between TDH.VP.INIT and
+    ``tdx->state = VCPU_TD_STATE_INITIALIZED`` (see ``KvmHost``)."""
     from tdxcheck.properties.witnesses import WITNESSES
 
     from .check import witness_fn
     from .explore import Limits, explore
 
     cfg = kvm_config(config) if isinstance(config, str) else config
-    prog = KvmHost(cfg, faults=faults, ablate=ablate, mutant=mutant, pinning=pinning)
+    prog = KvmHost(cfg, faults=faults, ablate=ablate, mutant=mutant, pinning=pinning,
+                   preempt_init=preempt_init)
     wids = [w.id for w in WITNESSES if w.possible(prog.u, faults)]
     model_w = witness_fn(prog, wids) if wids else (lambda s: [])
 
@@ -1447,7 +1499,8 @@ def kvm_text(run: KvmRun, traces: bool = True) -> str:
     """The verdict, the violations with their traces, and the leaks KVM chose, as text."""
     r = run.result
     out = [f"tdxcheck check: host kvm, config {run.config.describe()}"
-           + (", module faults on" if run.faults else "")]
+           + (", module faults on" if run.faults else "")
+           + (", INIT_VCPU preemption window on" if run.prog.preempt_init else "")]
     mut = run.prog.mutant
     if mut:
         out.append(f"mutant: {mut}")
@@ -1486,6 +1539,7 @@ def kvm_json(run: KvmRun) -> dict[str, Any]:
         "config": run.config.name,
         "faults": run.faults,
         "mutant": run.prog.mutant,
+        "preempt_init": run.prog.preempt_init,
         "verdict": r.verdict,
         "reason": r.reason or None,
         "states": r.states,

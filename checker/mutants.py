@@ -9,9 +9,15 @@ Where KVM's bug makes a module check refuse the call, the module keeps its own i
 the bug shows as KVM's error path leaking on a run with no injected fault: ``no-leak``.
 (Removing that module check instead shows the invariant it protects: ``tdxcheck ablate``.)
 
-``EQUIVALENT`` lists mutations the issue suggests that cannot change any run of KVM's
-protocol: the line they change is only reached on an error path KVM never takes (checked by
-``equivalence_evidence``: the path is unreachable even with every fault injected).
+``EQUIVALENT`` lists mutations the issue suggests that cannot change what any run of KVM's
+protocol breaks: the line they change is only reached on an error path KVM never takes, or
+(``ignore_flushvp_not_done`` with the INIT_VCPU preemption window) a module check refuses
+the call the mutant goes on to make (``equivalence_evidence`` checks both, with every fault
+injected, and that ablating that module check kills the mutant).
+
+Mutants run without the preemption window (``KvmHost(preempt_init=False)``), where the
+reference KVM breaks no invariant; with it the reference itself leaks (a ``no-leak``
+finding, see ``checker/kvm.py``) and a ``no-leak`` kill would say nothing.
 """
 
 from __future__ import annotations
@@ -103,22 +109,38 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("skip_vp_flush_on_release",
            "tdx_mmu_release_hkid drops the tdx_flush_vp_on_cpu() loop: VPFLUSHDONE says "
            "FLUSHVP_NOT_DONE and the HKID and every page leak: no-leak", "no-leak"),
+    Mutant("free_sept_page_after_failed_reclaim",
+           "tdx_sept_free_private_spt frees the S-EPT page also when it could not reclaim it "
+           "(the out: label moved above free_page()): after KEY.FREEID failed the HKID is "
+           "still assigned, KVM_BUG_ON, and the allocator gets a page the module still owns "
+           "as PT_EPT: no-double-assignment", "no-double-assignment", faults=True),
 )
 
 #: suggested mutations that no run of KVM's protocol can tell apart from KVM: (switch,
 #: description, the KVM error site the changed line sits behind)
 EQUIVALENT: tuple[tuple[str, str, str], ...] = (
     ("ignore_flushvp_not_done",
-     ("tdx_mmu_release_hkid goes on to CACHE.WB and FREEID after TDX_FLUSHVP_NOT_DONE: every "
-     "vCPU KVM could have associated is flushed on its CPU just before, and VP.FLUSH has no "
-     "fault point, so VPFLUSHDONE never says FLUSHVP_NOT_DONE"),
+     ("tdx_mmu_release_hkid goes on to CACHE.WB and FREEID after TDX_FLUSHVP_NOT_DONE. "
+      "Without the INIT_VCPU preemption window the line is unreachable: every vCPU KVM "
+      "associated is flushed on its CPU just before, and TDH.VP.FLUSH cannot fail under "
+      "KVM's locking (TDVPR exclusive, TDR shared: no other thread uses them, as "
+      "tdx_flush_vp says). With the window (preempt_init=True) the line is reached, but "
+      "TDH.MNG.KEY.FREEID refuses a TD VPFLUSHDONE did not block (mng.key_freeid.blocked: "
+      "TDX_LIFECYCLE_STATE_INCORRECT), so KVM leaks exactly what it leaks after goto out; "
+      "with that module check ablated the mutant breaks keyid-after-vpflushdone"),
      "tdx_mmu_release_hkid: tdh_mng_vpflushdone (TDX_FLUSHVP_NOT_DONE)"),
     ("free_page_after_failed_reclaim",
-     ("tdx_reclaim_control_page frees a page whose RECLAIM failed: KVM reclaims control pages "
-     "only after a successful KEY.FREEID (TD_TEARDOWN) with no vCPU running, so RECLAIM of a "
-     "TDCS, TDVPR or TDCX page never fails"),
+     ("tdx_reclaim_control_page frees a TDCS/TDVPR/TDCX page whose RECLAIM failed: KVM "
+      "reclaims control pages only when the HKID is no longer assigned, i.e. after a "
+      "successful KEY.FREEID (TD_TEARDOWN), from the one thread running kvm_destroy_vm, so "
+      "RECLAIM of such a page cannot fail (no BUSY: 'no possibility of contention', "
+      "__tdx_reclaim_page). The same mutation at the S-EPT page, where the free is "
+      "reachable after a failed FREEID, is free_sept_page_after_failed_reclaim"),
      "tdx_reclaim_control_page: tdh_phymem_page_reclaim"),
 )
+
+#: the module check whose removal turns an EQUIVALENT mutation into a kill (if any)
+EQUIVALENT_GUARD: dict[str, str] = {"ignore_flushvp_not_done": "mng.key_freeid.blocked"}
 
 assert {m.name for m in MUTANTS} | {e[0] for e in EQUIVALENT} == set(SWITCHES)
 
@@ -170,18 +192,33 @@ def run_mutants(config_name: str = "tiny", names: Sequence[str] | None = None,
 
 
 def equivalence_evidence(config_name: str = "tiny") -> list[dict[str, Any]]:
-    """For each ``EQUIVALENT`` mutation: whether KVM (with every fault) ever reaches the error
-    site its changed line sits behind, and whether the mutant is killed."""
+    """For each ``EQUIVALENT`` mutation, with every fault injected: whether KVM reaches the
+    error site its changed line sits behind and whether the mutant is killed, once as
+    modelled by default and once with the INIT_VCPU preemption window (``preempt``: there
+    "killed" means the mutant breaks an invariant the reference does not); and, where a
+    module check makes the mutation harmless, whether ablating it kills the mutant."""
     from .kvm import run_kvm
 
-    ref = run_kvm(config_name, faults=True)
+    def broken(mutant: str | None, preempt: bool, ablate: Sequence[str] = ()) -> set[str]:
+        prog = KvmHost(kvm_config(config_name), faults=True, mutant=mutant,
+                       preempt_init=preempt, ablate=ablate)
+        return {cx.invariant for cx in explore(prog, stop_at_first=False).violations}
+
     out = []
-    for name, desc, site in EQUIVALENT:
-        prog = KvmHost(kvm_config(config_name), faults=True, mutant=name)
-        r = explore(prog, stop_at_first=False)
-        out.append({"name": name, "description": desc, "site": site,
-                    "site_reached": ref.errors_reached.get(site) is not None,
-                    "killed": bool(r.violations), "states": r.states})
+    for preempt in (False, True):
+        ref = run_kvm(config_name, faults=True, preempt_init=preempt)
+        ref_broken = {v["invariant"] for v in ref.violations}
+        for name, desc, site in EQUIVALENT:
+            row: dict[str, Any] = {
+                "name": name, "description": desc, "site": site, "preempt_init": preempt,
+                "site_reached": ref.errors_reached.get(site) is not None,
+                "killed": bool(broken(name, preempt) - ref_broken)}
+            guard = EQUIVALENT_GUARD.get(name)
+            if guard and preempt:
+                row["guard"] = guard
+                row["killed_without_guard"] = bool(
+                    broken(name, preempt, [guard]) - broken(None, preempt, [guard]))
+            out.append(row)
     return out
 
 

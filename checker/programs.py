@@ -237,18 +237,18 @@ class AnyHost:
         """Group the table by each action's first check (its *gate*).
 
         Most actions fail their first check in most states (the page is not a TDR, ...):
-        such a transition changes nothing and returns a known status.  One generated
-        function evaluates every distinct gate once per state; only the actions whose gate
-        passes are run.  A failed gate is the same self-loop the rule would give (the check
-        is the rule's own first step, read from the rule), so this changes no verdict: it
-        only avoids calling the rule.  Actions with step invariants are always run, since
-        a step invariant might speak about a self-loop.
+        such a transition changes nothing and returns a known status.  The fused successor
+        function tests every distinct gate once per state; only the actions whose gate
+        passes run their other checks.  A failed gate is the same self-loop the rule would
+        give (the check is the rule's own first step, read from the rule), so this changes
+        no verdict: it only avoids calling the rule.  Actions with step invariants are not
+        gated (a step invariant might speak about a self-loop): they run their whole chain,
+        with the invariant's clauses checked on every outcome.
         """
         from tdxcheck.model.expr import Const
         from tdxcheck.model.rule import Check, Fault
 
-        lay = self.engine.layout
-        gen = new_gen(lay)
+        gen = new_gen(self.engine.layout)
         srcs: dict[str, int] = {}
         groups: list[list[tuple[Any, Any, int, int]]] = []
         always: list[tuple[Any, Any, int, int]] = []
@@ -265,6 +265,8 @@ class AnyHost:
                         k += 1
                         continue
                     if isinstance(step, Check) and not isinstance(step.ok, Const):
+                        if step.fail_effects:  # its failure is no self-loop: no gate
+                            break
                         gate = step.ok
                         self._gate_index[_eid] = si
                         break
@@ -278,19 +280,28 @@ class AnyHost:
                 srcs[src] = len(groups)
                 groups.append([])
             groups[srcs[src]].append(entry)
-        body = ", ".join(f"bool({g})" for g in srcs) or ""
-        ns = compile_functions([f"def gates(s):\n    return ({body},)"], gen)
-        self._gates = ns["gates"]
+        self._gate_srcs = srcs
         self._groups = groups
-        self._always = always
-        self._fused = self._build_fused(srcs, groups)
+        # successors' order: the gated groups, then the ungated actions without step
+        # invariants, then those with (each part in table order)
+        self._always = [e for e in always if not e[0].step_invs] + \
+            [e for e in always if e[0].step_invs]
+        self._fused = self._build_fused()
+        self._keyed: dict[Any, Any] = {}
 
-    def _build_fused(self, srcs: dict[str, int], groups: list[list[Any]]) -> Any:
-        """One generated function for all gated actions: each group under its gate, each
-        action an if/elif chain of its own checks (``compile.chain_source``)."""
-        from tdxcheck.model.compile import chain_source
+    def _build_fused(self, key: Any = None) -> Any:
+        """One generated function for every action: each group under its gate, each action
+        an if/elif chain of its own checks (``compile.chain_arms``), consecutive actions'
+        shared checks tested once (``compile.merged_chains``).
 
-        # chain_source reads the rule alone: it has no wrapper CLFLUSH before the SEAMCALL
+        ``fused(s)`` returns ``(out, loops)``: ``out`` the transitions that change the state
+        or break a step invariant, as ``(edge id, status, next state, violations)``,
+        ``loops`` how many self-loops there were besides.  With ``key`` (a
+        ``compile.KeySpec``) it is ``fused(s, K)`` with ``K`` the packed key of ``s``, and
+        ``out`` holds ``(edge id, status, key, next state as a list, violations)``."""
+        from tdxcheck.model.compile import StepCheck, chain_arms, merged_chains, predicate_source
+
+        # chain_arms reads the rule alone: it has no wrapper CLFLUSH before the SEAMCALL
         assert all(not ca.action.clflush for ca, _g, _f, _e in self._table)
         lay = self.engine.layout
         gen = new_gen(lay)
@@ -300,50 +311,68 @@ class AnyHost:
         for ca, _g, _f, _e in self._table:
             self.cov_base.append(total)
             total += len(ca.rule.steps) + 1
-        self.cov_counts = [0] * total
+        if not hasattr(self, "cov_counts"):
+            self.cov_counts = [0] * total
         cov = self.coverage
-        lines = ["def fused(s):", "    out = []", "    loops = 0"]
-        for src, gi in srcs.items():
+        extra: dict[str, Any] = {}
+        preds: list[str] = []
+
+        def step_checks(ca: Any, eid: int) -> list[Any]:
+            out = []
+            for j, (inv, msgs, _fn) in enumerate(ca.step_invs):
+                clauses = inv.step_clauses(self.u, ca.action, self.engine.only)
+                name = f"_si{eid}_{j}"
+                preds.append(predicate_source(name, [c.ok for c in clauses], lay, gen,
+                                              two_state=True))
+                extra[f"_sv{eid}_{j}"] = (lambda k, inv=inv, msgs=msgs:
+                                          Violation(inv.id, msgs[k], k))
+                out.append(StepCheck(name, f"_sv{eid}_{j}"))
+            return out
+
+        def arms(entry: Any, skip_first: bool) -> Any:
+            ca, guard, fault, eid = entry
+            return chain_arms(ca.rule, fault, gen, eid, ca.action.kind in LEAVES,
+                              skip_first=skip_first, cov=self.cov_base[eid] if cov else None,
+                              key=key, sinv=step_checks(ca, eid),
+                              guard=self._guard_expr.get(id(guard)))
+
+        lines = ["def fused(s, K=None):", "    out = []", "    loops = 0"]
+        for src, gi in self._gate_srcs.items():
+            group = self._groups[gi]
             lines.append(f"    if {src}:")
-            for ca, guard, fault, eid in groups[gi]:
-                g = self._guard_expr.get(id(guard))
-                ind = "        "
-                if g is not None:
-                    lines.append(f"        if {gen.ex(g)}:")
-                    ind = "            "
-                lines += chain_source(ca.rule, fault, gen, ind, eid, ca.action.kind in LEAVES,
-                                      skip_first=True,
-                                      cov=self.cov_base[eid] if cov else None)
+            lines += merged_chains([arms(e, True) for e in group], "        ")
             lines.append("    else:")
             if not cov:
-                n_unguarded = sum(1 for e in groups[gi] if e[1] is None)
-                guarded = [self._guard_expr[id(e[1])] for e in groups[gi] if e[1] is not None]
+                n_unguarded = sum(1 for e in group if e[1] is None)
+                guarded = [self._guard_expr[id(e[1])] for e in group if e[1] is not None]
                 lines.append(f"        loops += {n_unguarded}")
                 for g in guarded:
                     lines.append(f"        if {gen.ex(g)}: loops += 1")
             else:
-                for _ca, guard, _fault, eid in groups[gi]:
+                for _ca, guard, _fault, eid in group:
                     c = self.cov_base[eid] + self._gate_index[eid] + 1
                     g = self._guard_expr.get(id(guard))
                     if g is None:
                         lines.append(f"        loops += 1; C[{c}] += 1")
                     else:
                         lines.append(f"        if {gen.ex(g)}: loops += 1; C[{c}] += 1")
-        for ca, guard, fault, eid in self._always:
-            if ca.step_invs:
-                continue
-            g = self._guard_expr.get(id(guard))
-            ind = "    "
-            if g is not None:
-                lines.append(f"    if {gen.ex(g)}:")
-                ind = "        "
-            lines += chain_source(ca.rule, fault, gen, ind, eid, ca.action.kind in LEAVES,
-                                  cov=self.cov_base[eid] if cov else None)
-        self._always = [e for e in self._always if e[0].step_invs]
+        lines += merged_chains([arms(e, False) for e in self._always], "    ")
         lines.append("    return out, loops")
-        ns = compile_functions(["\n".join(lines)], gen)
+        ns = compile_functions(["\n".join(lines), *preds], gen)
+        ns.update(extra)
         ns["C"] = self.cov_counts
         return ns["fused"]
+
+    def keyed_successors(self, key: Any) -> Any:
+        """The fused successor function that also computes each successor's packed key
+        (see ``_build_fused``), for the packing ``key`` (a ``compile.KeySpec``); None with
+        coverage on (the walk counts through ``successors``)."""
+        if self.coverage:
+            return None
+        fn = self._keyed.get(key)
+        if fn is None:
+            fn = self._keyed[key] = self._build_fused(key)
+        return fn
 
     def initial(self) -> State:
         lay = self.engine.layout
@@ -356,19 +385,16 @@ class AnyHost:
 
     def successors(self, s: State) -> Iterator[tuple[int, int | None, State, list[Violation]]]:
         """Every transition that can change the state or break a step invariant; the
-        self-loops of failed gates are only counted (``self_loops``)."""
-        loops = 0
-        fast, loops = self._fused(s)
-        out: list[tuple[int, int | None, State, list[Violation]]] = [
-            (e, st, n, []) for e, st, n in fast]
-        loops += self._run(s, self._always, out)
+        self-loops are only counted (``self_loops``)."""
+        out, loops = self._fused(s)
         self.self_loops += loops
         return iter(out)
 
     def _run(self, s: State, entries: list[tuple[Any, Any, int, int]],
              out: list[tuple[int, int | None, State, list[Violation]]]) -> int:
         """Append the transitions that change the state or break a step invariant; return
-        how many self-loops there were besides."""
+        how many self-loops there were besides (the table entries one by one, through the
+        per-action compiled rules: the reference reading of what ``fused`` does)."""
         loops = 0
         for ca, guard, fault, eid in entries:
             if guard is not None and guard(s) >= 0:
@@ -383,7 +409,7 @@ class AnyHost:
                 k = fn(s, n)
                 if k >= 0:
                     viol.append(Violation(inv.id, msgs[k], k))
-            if n is s and not viol:
+            if n == s and not viol:
                 loops += 1
                 continue
             out.append((eid, (status if ca.action.kind in LEAVES else None), n, viol))

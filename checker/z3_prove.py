@@ -75,6 +75,8 @@ from .z3_encode import Z3Encoder, enabled_term
 
 #: the incremental solver's budget per goal before the goal goes to a one-shot solver (ms)
 FAST_MS = 100
+#: with ``cores``: the budget per goal for its unsat core (ms)
+CORE_MS = 10_000
 #: the one-shot solver: preprocessing, then bit-blasting to SAT
 _TACTIC = z3.Then("simplify", "propagate-values", "solve-eqs", "elim-uncnstr", "simplify",
                   "bit-blast", "sat")
@@ -84,6 +86,8 @@ PROVED, VIOLATED, NOT_INDUCTIVE, UNKNOWN = "proved", "violated", "not-inductive"
 NO_VIOLATION = "no-violation"
 #: the pseudo-invariant "every cell in range" (the explorer's name for its violation)
 TYPING = "state-encoding"
+#: a hypothesis left without proof because ``state-encoding`` is not proved
+ASSUMES_TYPING = "assumes-typing"
 
 INDUCTION, BMC = "induction", "bmc"
 
@@ -185,6 +189,10 @@ class TargetResult:
     cti: CTI | None = None
     counterexample: Counterexample | None = None
     note: str = ""
+    #: with ``cores``: the other hypotheses (invariants, lemmas, state-encoding) some unsat
+    #: core of a proved target's queries named; ``no_core`` queries had no core in time
+    uses: list[str] | None = None
+    no_core: int = 0
 
 
 @dataclass
@@ -318,6 +326,7 @@ class _Ctx:
         self._state_fns: dict[str, Any] = {}
         self._step_fns: dict[tuple[str, Action], Any] = {}
         self.bounds = self.enc.bounds
+        self._members: dict[type, frozenset[int]] = {}
 
     def cell_typing(self, i: int, state: list[Any]) -> Any:
         """``Z3Encoder.typing`` of one cell (``state[i]``, a constant): the typing of the
@@ -375,18 +384,38 @@ class _Ctx:
             fn = self._step_fns[key] = compile_functions([src], gen)["f"]
         return fn, cls
 
+    def typing_violation(self, s: State) -> str | None:
+        """``Z3Encoder.typing(members=True)`` in the concrete reading: every cell within
+        its bound, an enum cell a member of its enum, the NULL page's fixed cells kept."""
+        lay = self.layout
+        for i, (v, b) in enumerate(zip(s, self.bounds, strict=True)):
+            kind = lay.field_of(i).kind
+            if not 0 <= v <= b:
+                return (f"{lay.label(i)} = {v} is outside its declared range (0..{b})")
+            if isinstance(kind, type) and v not in self._members.setdefault(
+                    kind, frozenset(int(m) for m in kind)):
+                return f"{lay.label(i)} = {v} is not a value of {kind.__name__}"
+        for i, v in self.enc.fixed:
+            if s[i] != v:
+                return f"{lay.label(i)} = {s[i]} but the NULL page keeps {v}"
+        return None
+
+    def z3_holds_initially(self, t: Target) -> bool:
+        """``t``'s state clauses (or the typing) on the initial state, in the Z3 reading."""
+        init = self.enc.const_state(self.initial)
+        terms = ([self.enc.typing(init, members=True)] if t.kind == "typing" else
+                 self.enc.clauses([c.ok for c in t.clauses], init))
+        return all(z3.is_true(z3.simplify(x)) for x in terms)
+
     def in_range(self, s: State) -> bool:
-        return all(0 <= v <= b for v, b in zip(s, self.bounds, strict=True))
+        return self.typing_violation(s) is None
 
     def concrete_violation(self, t: Target, pre: State | None, post: State,
                            a: Action | None) -> str | None:
         """The message of the first clause of ``t`` that ``post`` (or the step pre -> post)
         breaks in the compiled Python reading, or None."""
         if t.kind == "typing":
-            bad = [i for i, (v, b) in enumerate(zip(post, self.bounds, strict=True))
-                   if not 0 <= v <= b]
-            return (f"{self.layout.label(bad[0])} = {post[bad[0]]} is outside its declared "
-                    "range" if bad else None)
+            return self.typing_violation(post)
         if t.clauses:
             k = self.state_fn(t)(post)
             if k >= 0:
@@ -405,7 +434,7 @@ class _Induction:
     """One Houdini round: every (hypothesis, transition) query against one hypothesis set."""
 
     def __init__(self, ctx: _Ctx, hyps: list[Target], timeout_ms: int, round_no: int,
-                 progress: Progress | None, t0: float) -> None:
+                 progress: Progress | None, t0: float, cores: bool = False) -> None:
         self.ctx, self.hyps, self.timeout_ms = ctx, hyps, timeout_ms
         self.round = round_no
         self.progress, self.t0 = progress, t0
@@ -413,6 +442,7 @@ class _Induction:
         self.pre = enc.fresh_state("s")
         self.sol = z3.Solver()
         self.sol.set("timeout", timeout_ms)
+        assert any(h.kind == "typing" for h in hyps), "the background assumes the typing"
         self.background: list[Any] = [enc.typing(self.pre, members=True)]
         for h in hyps:
             if h.clauses:
@@ -422,6 +452,20 @@ class _Induction:
         self.failed: dict[str, tuple[str, CTI | None]] = {}  # target -> (answer, CTI)
         self.frame: dict[str, int] = {}
         self.modes: dict[str, tuple[int, int]] = {}  # target -> (settled fast, fell through)
+        # unsat cores (``cores``): which hypotheses each target's unsat queries used, on a
+        # second solver where each hypothesis is guarded by a literal (only reported)
+        self.cores = cores
+        self.uses: dict[str, set[str]] = {}
+        self.no_core: dict[str, int] = {}  # target -> queries whose core was not found
+        if cores:
+            self.lits = {h.id: z3.Bool(f"hyp:{h.id}") for h in hyps if h.clauses}
+            self.core_sol = z3.Solver()
+            self.core_sol.set("core.minimize", True)
+            self.core_sol.add(self.background[0])
+            for h in hyps:
+                if h.clauses:
+                    self.core_sol.add(z3.Implies(self.lits[h.id], z3.And(*enc.clauses(
+                        [c.ok for c in h.clauses], self.pre))))
 
     def run(self) -> None:
         ctx, enc, sol = self.ctx, self.ctx.enc, self.sol
@@ -435,6 +479,9 @@ class _Induction:
                 step_facts.append(enc.cond(tr.guard, self.pre))
             sol.push()
             sol.add(*step_facts)
+            if self.cores:
+                self.core_sol.push()
+                self.core_sol.add(*step_facts)
             for h in self.hyps:
                 if h.id in self.failed:
                     continue  # already out of this round's conclusions
@@ -459,13 +506,34 @@ class _Induction:
                 self.records.append(QueryRecord(h.id, tr.eid, answer,
                                                 time.monotonic() - t1, self.round,
                                                 len(goals)))
+                if answer == "unsat" and self.cores:
+                    self._core(h, goals)  # not timed: only a report
             sol.pop()
+            if self.cores:
+                self.core_sol.pop()
             now = time.monotonic()
             if self.progress is not None and (now - last > 1.0 or k == n - 1):
                 last = now
                 self.progress({"phase": "induction", "round": self.round, "done": k + 1,
                                "total": n, "queries": len(self.records),
                                "failed": len(self.failed), "seconds": now - self.t0})
+
+    def _core(self, h: Target, goals: list[Any]) -> None:
+        """The hypotheses an unsat query used (its unsat core, not minimised), added to
+        ``uses[h]``; a goal the core solver does not settle in ``CORE_MS`` is counted in
+        ``no_core`` (then every hypothesis may have been used)."""
+        cs = self.core_sol
+        cs.set("timeout", CORE_MS)
+        used = self.uses.setdefault(h.id, set())
+        for g in goals:
+            cs.push()
+            cs.add(z3.Not(g))
+            r = cs.check(*self.lits.values())
+            if r == z3.unsat:
+                used.update(str(x).removeprefix("hyp:") for x in cs.unsat_core())
+            else:
+                self.no_core[h.id] = self.no_core.get(h.id, 0) + 1
+            cs.pop()
 
     def _check(self, target: str, negated_goal: Any, step_facts: list[Any]
                ) -> tuple[str, Any]:
@@ -724,6 +792,11 @@ class _Bmc:
         a = ctx.trans[path[-1][0]].action if path else None
         msg = ctx.concrete_violation(t, pre if path else None, s, a)
         if msg is None:
+            if t.kind != "typing" and not ctx.in_range(s):
+                raise _Unconfirmed(
+                    f"a {k}-step run breaks it in the Z3 reading, but its last state has a "
+                    f"cell out of range ({ctx.typing_violation(s)}) and the model's reading "
+                    "does not break it there")
             raise AssertionError(f"bmc trace for {t.id} does not break it when replayed")
         return Counterexample(t.id, msg, path, states)
 
@@ -734,6 +807,12 @@ class _Found:
     trace: Counterexample | None = None
     seconds: float = 0.0
     queries: int = 0
+    note: str = ""
+
+
+class _Unconfirmed(Exception):
+    """A BMC model whose last state breaks the target in the Z3 reading but not in the
+    concrete one (a cell out of range, where the readings part): no verdict."""
 
 
 def _bmc_search(ctx: _Ctx, targets: list[Target], path_targets: list[Target], depth: int,
@@ -789,7 +868,10 @@ def _bmc_search(ctx: _Ctx, targets: list[Target], path_targets: list[Target], de
                     f.seconds += dt
                     f.queries += 1
                     if answer == "sat":
-                        f.status, f.trace = VIOLATED, bmc.trace(t, model, k)
+                        try:
+                            f.status, f.trace = VIOLATED, bmc.trace(t, model, k)
+                        except _Unconfirmed as e:
+                            f.status, f.note = UNKNOWN, str(e)
                         open_.remove(t)
                     elif answer == "unknown":
                         f.status = UNKNOWN
@@ -808,7 +890,8 @@ def prove(config: Config, *, mode: str = INDUCTION, depth: int | None = None,
           timeout_ms: int = 60_000, ablate: Sequence[str] = (),
           invariants: Sequence[str] | None = None, lemmas: Sequence[str] | None = None,
           faults: bool = False, confirm_depth: int | None = None,
-          confirm_seconds: float = 60.0, progress: Progress | None = None) -> ProveResult:
+          confirm_seconds: float = 60.0, progress: Progress | None = None,
+          cores: bool = False) -> ProveResult:
     """Prove the module invariants of ``config`` for ``--host any``.
 
     ``mode="induction"``: every module invariant (or the ids in ``invariants``), with the
@@ -821,6 +904,8 @@ def prove(config: Config, *, mode: str = INDUCTION, depth: int | None = None,
     ``no-violation``; as in the explorer, no path runs through a state that breaks any
     module invariant.
     ``timeout_ms`` bounds each solver query; a timeout is ``unknown``.
+    ``cores``: also record, per proved target, the hypotheses its queries' unsat cores
+    name (``TargetResult.uses``; "lemmas used"), at the cost of a second solver pass.
     """
     if mode not in (INDUCTION, BMC):
         raise ValueError(f"unknown mode {mode!r} (have: {INDUCTION}, {BMC})")
@@ -840,13 +925,13 @@ def prove(config: Config, *, mode: str = INDUCTION, depth: int | None = None,
             if f.status == NO_VIOLATION:
                 note = f"no violation in {depth} steps (not a proof)"
             elif f.status == UNKNOWN:
-                note = f"a query timed out ({timeout_ms} ms)"
+                note = f.note or f"a query timed out ({timeout_ms} ms)"
             results.append(TargetResult(t.id, t.kind, t.summary, f.status, f.seconds,
                                         f.queries, counterexample=f.trace, note=note))
     else:
         results, rounds, depth = _induction(
             ctx, timeout_ms, confirm_depth if confirm_depth is not None else depth,
-            confirm_seconds, progress, t0, records)
+            confirm_seconds, progress, t0, records, cores)
     seconds = time.monotonic() - t0
     return ProveResult(
         config, mode, depth, faults, tuple(ablate), results, len(ctx.trans),
@@ -856,13 +941,17 @@ def prove(config: Config, *, mode: str = INDUCTION, depth: int | None = None,
 
 def _induction(ctx: _Ctx, timeout_ms: int, confirm_depth: int | None,
                confirm_seconds: float, progress: Progress | None, t0: float,
-               records: list[QueryRecord]) -> tuple[list[TargetResult], int, int | None]:
+               records: list[QueryRecord], cores: bool = False
+               ) -> tuple[list[TargetResult], int, int | None]:
     res = {t.id: TargetResult(t.id, t.kind, t.summary, PROVED) for t in ctx.targets}
-    # initially true (in the concrete reading)
+    # initially true, in both readings (they must agree: the initial state is in range)
     hyps: list[Target] = []
     dropped: dict[str, tuple[str, CTI | None, int]] = {}
     for t in ctx.targets:
         msg = ctx.concrete_violation(t, None, ctx.initial, None)
+        if (msg is None) != ctx.z3_holds_initially(t):
+            raise AssertionError(f"{t.id}: the Z3 and the Python readings disagree on the "
+                                 "initial state")
         if msg is not None:
             res[t.id].status = VIOLATED
             res[t.id].counterexample = Counterexample(t.id, msg, [], [ctx.initial])
@@ -871,13 +960,23 @@ def _induction(ctx: _Ctx, timeout_ms: int, confirm_depth: int | None,
             hyps.append(t)
     rounds = 0
     while True:
+        if not any(t.kind == "typing" for t in hyps):
+            # every query assumes the cells in range (where the Z3 reading is the model's):
+            # without state-encoding nothing else is proved
+            for t in hyps:
+                dropped[t.id] = (ASSUMES_TYPING, None, rounds)
+            hyps = []
+            break
         rounds += 1
-        ind = _Induction(ctx, hyps, timeout_ms, rounds, progress, t0)
+        ind = _Induction(ctx, hyps, timeout_ms, rounds, progress, t0, cores)
         ind.run()
         records.extend(ind.records)
         for t in hyps:
             r = res[t.id]
             r.frame = ind.frame.get(t.id, 0)
+            if cores:
+                r.uses = sorted(ind.uses.get(t.id, set()) - {t.id})
+                r.no_core = ind.no_core.get(t.id, 0)
         if not ind.failed:
             break
         for tid, (answer, cti) in ind.failed.items():
@@ -914,6 +1013,13 @@ def _induction(ctx: _Ctx, timeout_ms: int, confirm_depth: int | None,
         elif answer == "unknown":
             r.status = UNKNOWN
             r.note = f"a query timed out ({timeout_ms} ms)"
+        elif answer == ASSUMES_TYPING:
+            r.status = UNKNOWN
+            r.note = (f"not proved: every induction query assumes {TYPING} (the cells in "
+                      "range, where the Z3 reading is the model's), which is not proved")
+        elif f.status == UNKNOWN and f.note:
+            r.status = UNKNOWN
+            r.note = f.note
         else:
             r.status = NOT_INDUCTIVE
             lost = sorted(k for k, v in dropped.items() if v[2] < rnd)
@@ -950,6 +1056,9 @@ def prove_text(result: ProveResult, verbose: bool = False) -> str:
         out.append(line + kind)
         if verbose and t.slowest:
             out.append(f"      slowest: {t.slowest[0]:.3f}s on {t.slowest[1]}")
+        if t.uses is not None and t.status == PROVED:
+            out.append("      uses: " + (", ".join(t.uses) or "itself only") + (
+                f" ({t.no_core} queries without a core: may use any)" if t.no_core else ""))
         if t.note and t.status != PROVED:
             out.append(f"      {t.note}")
     for t in r.results:
@@ -1043,6 +1152,10 @@ def prove_json(result: ProveResult, queries: bool = False) -> dict[str, Any]:
                 "trace": r.labels(cx) if cx.path else []}
         if t.note:
             row["note"] = t.note
+        if t.uses is not None and t.status == PROVED:
+            row["uses"] = t.uses
+            if t.no_core:
+                row["queries_without_core"] = t.no_core
         rows.append(row)
     return {
         "mode": r.mode, "config": r.config.name, "faults": r.faults, "ablate": list(r.ablate),

@@ -97,3 +97,102 @@ def test_unreadable_file_exit_2(tmp_path: Path) -> None:
 def test_usage_error_exit_2() -> None:
     assert run("nosuchcommand").returncode == 2
     assert run().returncode == 2
+
+
+# ---------------------------------------------------------------- kvm, mutants, ablate, prove
+def test_check_host_kvm_json_and_trace_files(tmp_path: Path) -> None:
+    p = run("check", "--host", "kvm", "--config", "tiny", "--faults", "--json", "-q")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["verdict"] == "holds" and out["host"] == "kvm" and out["violations"] == []
+    assert out["leaks"] and all(lk["trace"] for lk in out["leaks"])  # leaks are data
+    # a mutation of the module rules against KVM: the trace replays on both engines
+    p = run("check", "--host", "kvm", "--config", "tiny", "--faults", "-q",
+            "--ablate", "mng.key_freeid.wbinvd_done", "--trace-out", str(tmp_path))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "[keyid-after-vpflushdone] violated" in p.stdout
+    tdx = tmp_path / "keyid-after-vpflushdone.tdx"
+    assert f"reproduce: tdxcheck replay {tdx} --ablate mng.key_freeid.wbinvd_done" in p.stdout
+    assert json.loads((tmp_path / "keyid-after-vpflushdone.itf.json").read_text())["states"]
+    r = run("replay", str(tdx), "--ablate", "mng.key_freeid.wbinvd_done", "--json")
+    assert r.returncode == 1
+    rep = json.loads(r.stdout)
+    assert rep["disagreements"] == [] and rep["mismatches"] == []
+    assert "keyid-after-vpflushdone" in {v["invariant"] for v in rep["violations"]}
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("check", "--host", "kvm", "--config", "huge"), "unknown kvm configuration"),
+    (("check", "--host", "kvm", "tdxs=2"), "named configurations"),
+    (("check", "--host", "kvm", "--fingerprint"), "--fingerprint is for --host any"),
+    (("check", "--config", "tiny", "--ablate", "mng.key_freeid.wbinvd_dne"),
+     "did you mean mng.key_freeid.wbinvd_done"),
+    (("replay", "--ablate", "nope"), "unknown module check 'nope'"),
+    (("prove", "--config", "tiny", "--ablate", "nope"), "unknown module check"),
+    (("prove", "--config", "tiny", "--invariant", "nope"), "unknown invariant"),
+    (("prove", "--host", "x.tdx"), "tdxcheck check x.tdx"),
+    (("mutants", "--only", "nope"), "unknown mutant"),
+    (("ablate", "--host", "kvm", "a=1"), "named configurations"),
+    (("ablate", "--check", "nope"), "unknown module check"),
+])
+def test_new_commands_bad_input_exit_2(args: tuple[str, ...], needle: str) -> None:
+    p = run(*args, "-q") if args[0] != "replay" else run(*args)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert needle in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_mutants_json_contract() -> None:
+    p = run("mutants", "--config", "tiny", "--only", "skip_wbinvd_after_remove",
+            "--only", "hkid_free_before_freeid", "--json", "-q")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert [set(m) for m in out["mutants"]] == [
+        {"name", "description", "killed", "invariant", "length"}] * 2
+    got = {m["name"]: (m["killed"], m["invariant"]) for m in out["mutants"]}
+    assert got == {"skip_wbinvd_after_remove": (True, "flush-before-reclaim"),
+                   "hkid_free_before_freeid": (True, "keyid-after-vpflushdone")}
+    p = run("mutants", "--config", "tiny", "--only", "skip_wbinvd_after_remove")
+    assert p.returncode == 0 and "1/1 mutants killed" in p.stdout
+    assert "mutant 1/1: skip_wbinvd_after_remove" in p.stderr  # progress on stderr
+
+
+def test_ablate_table_and_list() -> None:
+    p = run("ablate", "--list")
+    names = p.stdout.split()
+    assert p.returncode == 0 and "mng.key_freeid.wbinvd_done" in names
+    assert names == sorted(set(names), key=names.index)  # no repeats, rule order
+    p = run("ablate", "--config", "tiny", "--check", "mng.key_freeid.wbinvd_done", "--check",
+            "mng.vpflushdone.no_assoc_vcpus", "--json", "-q")
+    assert p.returncode == 0, p.stderr
+    rows = {r["check"]: r for r in json.loads(p.stdout)["checks"]}
+    for c in ("mng.key_freeid.wbinvd_done", "mng.vpflushdone.no_assoc_vcpus"):
+        assert "keyid-after-vpflushdone" in rows[c]["broken"], rows[c]
+    # against KVM (module faults on) only FREEID's check matters: KVM flushes every vCPU
+    p = run("ablate", "--host", "kvm", "--config", "tiny", "--check",
+            "mng.key_freeid.wbinvd_done", "--check", "mng.vpflushdone.no_assoc_vcpus")
+    assert p.returncode == 0, p.stderr
+    assert "1/2 checks break an invariant" in p.stdout
+    assert "mng.vpflushdone.no_assoc_vcpus: not relied on by KVM" in p.stdout
+
+
+def test_prove_exit_codes_and_json(tmp_path: Path) -> None:
+    p = run("prove", "--config", "tiny", "--json", "-q")
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)["results"]
+    assert {r["status"] for r in res} == {"proved"}
+    assert "keyid-after-vpflushdone" in {r["invariant"] for r in res}
+    # a removed module check: violated (a reachable trace) with a replayable .tdx
+    p = run("prove", "--config", "tiny", "--ablate", "mng.key_freeid.wbinvd_done",
+            "--trace-out", str(tmp_path), "-q")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "violated" in p.stdout
+    files = sorted(tmp_path.glob("*.tdx"))
+    assert files
+    r = run("replay", str(files[0]), "--ablate", "mng.key_freeid.wbinvd_done", "-q")
+    assert r.returncode == 1 and "0 model/executor disagreement(s)" in r.stdout
+    # a solver budget too small to answer: unknown, never proved, exit 3
+    p = run("prove", "--config", "tiny", "--timeout-ms", "1", "--json", "-q")
+    statuses = {r["status"] for r in json.loads(p.stdout)["results"]}
+    assert "proved" not in statuses or p.returncode != 0
+    assert p.returncode in (0, 3) and (p.returncode == 3) == ("unknown" in statuses)

@@ -3,6 +3,7 @@ by name (or "not available"), deterministic; the repository's copy for ``default
 
 from __future__ import annotations
 
+import html
 import re
 import subprocess
 import sys
@@ -108,20 +109,17 @@ def test_counterexample_section_has_steps_statuses_and_changes(tmp_path: Path) -
     assert html_report.file_name(d) == f"tiny-ablate-{REMOVED}.html"
 
 
-def test_optional_engines_found_by_name(tiny_report: html_report.ReportData,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    for mod in ("tdxcheck.checker.z3_prove", "tdxcheck.checker.mutants"):
-        monkeypatch.setitem(sys.modules, mod, None)  # import fails: "not available"
-    assert html_report.optional_function("tdxcheck.checker.z3_prove", "report_rows") is None
-    none = html_report._optional_rows("tdxcheck.checker.mutants", "mutant_rows", None)
+def test_optional_engines_found_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = html_report.ROWS
+    monkeypatch.setitem(sys.modules, rows, None)  # import fails: "not available"
+    assert html_report.optional_function(rows, "prove_rows") is None
+    none = html_report._optional_rows(rows, "mutant_rows", None)
     assert none.rows == [] and html_report.NOT_AVAILABLE in none.note
-    fake = types.ModuleType("tdxcheck.checker.z3_prove")
-    fake.report_rows = lambda config: [  # type: ignore[attr-defined]
+    fake = types.ModuleType(rows)
+    fake.prove_rows = lambda config: [  # type: ignore[attr-defined]
         {"property": "pamt-owner-live", "verdict": "proved", "engine": "k-induction <b>"}]
-    monkeypatch.setitem(sys.modules, "tdxcheck.checker.z3_prove", fake)
-    broken = types.ModuleType("tdxcheck.checker.mutants")
-    broken.mutant_rows = lambda config: 1 / 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tdxcheck.checker.mutants", broken)
+    fake.mutant_rows = lambda config: 1 / 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, rows, fake)
     d = html_report.collect(make_config("tiny", {}))
     text = html_report.render(d)
     check_html(text)
@@ -131,6 +129,29 @@ def test_optional_engines_found_by_name(tiny_report: html_report.ReportData,
     assert "failed: ZeroDivisionError" in mutants
     ablations = text[text.index('id="ablations"'):text.index('id="coverage"')]
     assert "not available in this build" in ablations
+
+
+def test_engines_fill_every_section(tiny_report: html_report.ReportData) -> None:
+    """The real engines: Z3 proofs, the kvm mutants, the kvm ablation table."""
+    text = html_report.render(tiny_report)
+    verdicts = text[text.index('id="verdicts"'):text.index('id="counterexamples"')]
+    assert "Z3 induction" in verdicts and "not-inductive" not in verdicts
+    assert verdicts.count(">proved<") >= 8
+    mutants = text[text.index('id="mutants"'):text.index('id="ablations"')]
+    assert "skip_wbinvd_after_remove" in mutants and ">NO<" not in mutants
+    ablations = text[text.index('id="ablations"'):text.index('id="coverage"')]
+    assert "keyid-after-vpflushdone" in ablations
+
+
+def test_counterexamples_show_what_the_executor_saw(tmp_path: Path) -> None:
+    from tdxcheck.checker.report_rows import consequences
+
+    d = html_report.collect(make_config("tiny", {}), ablate=[REMOVED])
+    assert d.consequences and d.consequences[0] is not None
+    cons = consequences(d.run.prog, d.run.result.violations[0])
+    assert not any("DISAGREEMENT" in c for c in cons)
+    assert cons == ["the executor saw nothing go wrong up to the violation"]  # ends at FREEID
+    assert html.escape(cons[0]) in html_report.render(d)
 
 
 def test_graphs_fall_back_to_tables_without_dot(tiny_report: html_report.ReportData,

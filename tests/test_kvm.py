@@ -191,3 +191,36 @@ def test_explore_program_interface() -> None:
     for eid, st, n, v in prog.successors(s):
         assert prog.apply_edge(s, eid) == (eid, st, n, v)
     assert len(prog.bounds()) == len(s)
+
+
+def test_init_vcpu_preemption_window_leaks_without_any_fault() -> None:
+    """Finding: KVM_TDX_INIT_VCPU preempted between TDH.VP.INIT and tdx->state =
+    INITIALIZED, resuming on another CPU: tdx_flush_vp skips VP.FLUSH (vCPU UNINITIALIZED)
+    but vcpu->cpu moves, so teardown flushes the wrong CPU, VPFLUSHDONE says
+    FLUSHVP_NOT_DONE, and KVM leaks the HKID and every TD page with no module fault."""
+    from tdxcheck.checker.kvm import kvm_tdx
+    from tdxcheck.checker.replay import replay
+    from tdxcheck.checker.scenario import parse_text
+
+    off = run_kvm("tiny")
+    assert off.verdict == "holds" and not off.prog.preempt_init
+    run = run_kvm("tiny", preempt_init=True)
+    assert run.verdict == "violated"
+    assert [(v["invariant"], v["length"]) for v in run.violations] == [("no-leak", 11)]
+    trace = run.violations[0]["trace"]
+    assert "TDX_VCPU_ASSOCIATED" in trace[7] and "before VP.WR:cpu1" in trace[7]
+    assert "TDX_VCPU_NOT_ASSOCIATED" in trace[9] and "TDX_FLUSHVP_NOT_DONE" in trace[10]
+    assert kvm_json(run)["preempt_init"] is True
+    # the counterexample replays through the scenario engine
+    cx = run.result.violations[0]
+    rr = replay(parse_text(kvm_tdx(run.prog, cx), "race.tdx"))
+    assert not rr.mismatches and "no-leak" in {v.invariant for _, v in rr.violations}
+    # a variant with no KVM_BUG_ON on the way: preempted after the VMCS writes
+    prog = KvmHost(kvm_config("tiny"), preempt_init=True)
+    par = reachable(prog)
+    silent = [s for s in par if prog.terminal(s) and prog.held_at_end(s) != ([], [])
+              and "tdx_vcpu_init: tdh_vp_wr (td_vmcs_write)" not in prog.errors_of(s)]
+    assert silent
+    assert all("tdx_mmu_release_hkid: tdh_mng_vpflushdone (TDX_FLUSHVP_NOT_DONE)"
+               in prog.errors_of(s) for s in silent)
+

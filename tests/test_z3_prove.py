@@ -120,6 +120,89 @@ def test_transitions_are_the_any_hosts_edges() -> None:
         assert [t.eid for t in ctx.trans] == list(range(len(prog.edges)))
 
 
+def _reachable(prog, cap: int) -> list:  # type: ignore[no-untyped-def]
+    """States of ``prog`` in breadth-first order (at most ``cap``)."""
+    s0 = prog.initial()
+    seen = {s0}
+    order = [s0]
+    i = 0
+    while i < len(order) and len(order) < cap:
+        for _e, _st, n, _v in prog.successors(order[i]):
+            if n not in seen:
+                seen.add(n)
+                order.append(n)
+        i += 1
+    return order
+
+
+def explorer_gate_gaps(prog) -> set[int]:  # type: ignore[no-untyped-def]
+    """Edges whose gate (first check, ``AnyHost._build_gates``) has ``fail_effects``: the
+    explorer counts a failed gate as a self-loop, so it never takes such an edge's failing
+    exit (today CACHE.WB(resume=0) with no HKID FLUSHED, which resets the package's
+    interrupted run).  The prover keeps them: it over-approximates the explorer there."""
+    out = set()
+    for ca, _g, _f, eid in prog._table:
+        si = prog._gate_index.get(eid)
+        if si is not None and ca.rule.steps[si].fail_effects:
+            out.add(eid)
+    return out
+
+
+@pytest.mark.parametrize("faults", [False, True])
+def test_transitions_equal_the_explorers_on_reachable_states(faults: bool) -> None:
+    """The prover's transition relation (guard, enabled, next state) is the any host's,
+    programmatically: on reachable tiny states, for every edge, the Z3 transition is
+    enabled exactly when ``AnyHost.apply_edge`` takes it and gives the same next state,
+    and the edges that change the state are exactly ``AnyHost.successors``'s (up to the
+    explorer's gate gap, see ``explorer_gate_gaps``)."""
+    import random
+
+    from tdxcheck.checker.z3_encode import enabled_term
+
+    ctx = _Ctx(TINY, faults, (), None, None)
+    prog = ctx.program()
+    enc = ctx.enc
+    pre = enc.fresh_state("s")
+    sym = []
+    for tr in ctx.trans:
+        _st, post, where = enc.action(ctx.engine, tr.action, pre, tr.fault)
+        cond = [enabled_term(where)]
+        if tr.guard is not None:
+            cond.append(enc.cond(tr.guard, pre))
+        sym.append((z3.And(*cond), [(i, post[i]) for i in range(len(post))
+                                    if not z3.eq(post[i], pre[i])]))
+    states = _reachable(prog, 60_000)
+    rng = random.Random(5)
+    sample = [states[0], *rng.sample(states, 30), *states[-10:]]
+    gaps = explorer_gate_gaps(prog)
+    seen_gap = False
+    for s in sample:
+        sol = z3.Solver()
+        sol.add(*(p == enc.const(v) for p, v in zip(pre, s, strict=True)))
+        assert sol.check() == z3.sat
+        m = sol.model()
+        want = {e: n for e, _st, n, _v in prog.successors(s)}
+        got = {}
+        for tr, (cond, changed) in zip(ctx.trans, sym, strict=True):
+            enabled = z3.is_true(m.eval(cond, model_completion=True))
+            r = prog.apply_edge(s, tr.eid)
+            assert enabled == (r is not None), (tr.text, s)
+            if r is None:
+                continue
+            n = list(s)
+            for i, term in changed:
+                n[i] = m.eval(term, model_completion=True).as_long()
+            assert tuple(n) == r[2], (tr.text, s)
+            if r[2] != s or r[3]:
+                got[tr.eid] = r[2]
+        extra = set(got) - set(want)
+        seen_gap |= bool(extra)
+        assert extra <= gaps, [ctx.trans[e].text for e in extra - gaps]
+        assert {e: got[e] for e in want} == want
+    # the gap is real (an interrupted run needs the fault points; else drop the allowance)
+    assert seen_gap or not gaps or not faults
+
+
 def test_hypotheses_hold_initially_in_both_readings() -> None:
     ctx = _Ctx(make_config("default", {}), False, (), None, None)
     init = ctx.enc.const_state(ctx.initial)
@@ -186,12 +269,16 @@ def test_ablation_violated_with_shortest_replayable_trace(tmp_path: Path) -> Non
 
 def test_missing_lemma_gives_a_minimised_confirmed_cti() -> None:
     """Without the refcount lemma the tlb invariant and the counters are not inductive:
-    the CTI is a confirmed step from a state where every remaining hypothesis holds."""
+    the CTI is a confirmed step from a state where every remaining hypothesis holds.  A
+    refcount can then leave its range (state-encoding is not inductive), and every query
+    assumes the cells in range, so nothing else may be reported proved."""
     lemmas = [lm.id for lm in LEMMAS if lm.id != "epoch-refcounts"]
     r = prove(TINY, lemmas=lemmas, confirm_depth=4)
     st = statuses(r)
     bad = {k for k, v in st.items() if v != PROVED}
-    assert bad and {st[k] for k in bad} == {NOT_INDUCTIVE}, st
+    assert st[TYPING] == NOT_INDUCTIVE and st["tlb-tracked-before-remove"] == NOT_INDUCTIVE
+    assert bad == set(st) and {st[k] for k in bad} == {NOT_INDUCTIVE, UNKNOWN}, st
+    assert all("assumes state-encoding" in t.note for t in r.results if t.status == UNKNOWN)
     assert r.exit_status == 1
     for t in r.results:
         if t.status != NOT_INDUCTIVE:

@@ -1,0 +1,75 @@
+"""What ``tdxcheck report`` shows from the engines besides the explorer, as plain rows.
+
+``html_report`` finds these functions by name (a build without Z3 still gets a page, with
+"not available" in their place).  Rows hold no timings, so the page is the same bytes for
+the same model.
+
+* ``prove_rows(config)``: ``tdxcheck prove`` (Z3 induction, ``--host any``) on the report's
+  configuration: one row per invariant and lemma;
+* ``mutant_rows(config)``: ``tdxcheck mutants`` on the kvm configuration of the same name
+  (``tiny`` when there is none);
+* ``ablation_rows(config)``: ``tdxcheck ablate --host kvm`` on the kvm ``tiny`` configuration
+  with module faults (the any-host ablation of a full configuration takes an explorer run per
+  check: run ``tdxcheck ablate`` for it);
+* ``consequences(prog, cx)``: an explorer counterexample written as a scenario and replayed on
+  the concrete executor in lockstep with the model: what the executor saw, one line each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _kvm_name(config: Any) -> str:
+    from .kvm import KVM_CONFIGS
+
+    name = str(getattr(config, "name", "tiny")).split("+")[0]
+    return name if name in KVM_CONFIGS else "tiny"
+
+
+def prove_rows(config: Any) -> list[dict[str, Any]]:
+    from .z3_prove import prove
+
+    r = prove(config)
+    return [{"property": t.invariant, "kind": t.kind, "verdict": t.status,
+             "engine": "Z3 induction (host any)", "queries": t.queries,
+             "unchanged by": f"{t.frame} transition(s)", "note": t.note} for t in r.results]
+
+
+def mutant_rows(config: Any) -> list[dict[str, Any]]:
+    from .mutants import run_mutants
+
+    name = _kvm_name(config)
+    return [{"mutant": r["name"], "killed": "yes" if r["killed"] else "NO",
+             "invariant": r["invariant"] or "-", "length": r["length"],
+             "kvm config": name, "patch": r["description"]} for r in run_mutants(name)]
+
+
+def ablation_rows(config: Any) -> list[dict[str, Any]]:
+    from .ablation import run_ablation, why_nothing_breaks
+
+    out = []
+    for r in run_ablation("kvm", "tiny", faults=True):
+        broken = ", ".join(f"{inv} ({n})" for inv, n in sorted(r["broken"].items()))
+        why = "" if r["broken"] else ": ".join(x for x in why_nothing_breaks(r["check"], "kvm")
+                                               if x)
+        out.append({"check removed": r["check"], "host": "kvm tiny, faults",
+                    "invariants broken (shortest trace)": broken or "none",
+                    "why nothing breaks": why})
+    return out
+
+
+def consequences(prog: Any, cx: Any) -> list[str]:
+    """Replay an any-host counterexample on the executor and the model in lockstep."""
+    from .replay import replay
+    from .scenario import parse_text
+    from .traces import any_host_tdx
+
+    text = any_host_tdx(prog, cx, "report")
+    res = replay(parse_text(text, "<counterexample>"), prog.engine, run="both")
+    # step numbers are the scenario's: they count its prologue (HKIDs and pages handed over)
+    out = [f"{c.kind} (scenario step {c.step_index + 1}): {c.message}"
+           for c in res.consequences]
+    out += [f"DISAGREEMENT at scenario step {d.step_index + 1}: model {d.model}, executor "
+            f"{d.executor}" for d in res.disagreements]
+    return out or ["the executor saw nothing go wrong up to the violation"]
