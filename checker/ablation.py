@@ -103,6 +103,8 @@ def run_ablation(host: str = "any", config_name: str = "tiny", *,
                              "configurations")
         u = kvm_config(config_name).universe()
     names = list(checks) if checks is not None else check_names(u)
+    # which checks refuse a call KVM makes (with the same faults): says why a silent one is
+    refusals = kvm_refusals(config_name, faults) if host == "kvm" else None
     rows = []
     for i, name in enumerate(names):
         if progress is not None:
@@ -123,7 +125,16 @@ def run_ablation(host: str = "any", config_name: str = "tiny", *,
             "states": r.states,
             "seconds": round(time.monotonic() - t0, 3),
         })
+        if refusals is not None:
+            rows[-1]["kvm_refuses"] = refusals.get(name)  # the KVM call it refuses, or None
     return rows
+
+
+def _refusals_of(rows: Sequence[dict[str, Any]],
+                 refusals: dict[str, str] | None) -> dict[str, str] | None:
+    if refusals is not None or not any("kvm_refuses" in r for r in rows):
+        return refusals
+    return {r["check"]: r["kvm_refuses"] for r in rows if r.get("kvm_refuses")}
 
 
 # ------------------------------------------------------------------ why nothing breaks
@@ -173,24 +184,24 @@ NOTHING_BREAKS_WHY: tuple[tuple[str, str, str], ...] = (
      "num_vcpus; no invariant relates num_vcpus to the vCPUs")),
     ("vp.init.max_vcpus", _CFG, "the configuration has no more vCPU slots than max_vcpus"),
     ("mr.finalize.vcpus", _GAP, "no invariant that a RUNNABLE TD has a vCPU (an ABI rule)"),
-    ("mem.page_remove.blocked", _RED, "in the model a page that was never blocked has a "
-     "fresh block epoch, so PAGE.REMOVE's TLB-tracking check refuses it as well"),
-    ("mem.sept_remove.blocked", _RED, "the TLB-tracking check refuses an unblocked S-EPT "
-     "page as well (its block epoch is fresh)"),
-    ("mem.range_block.not_blocked", _RED, "the entry-state check refuses a blocked entry "
-     "too (only the status differs: ALREADY_BLOCKED vs ENTRY_STATE_INCORRECT)"),
-    ("mem.range_unblock.tlb_tracked", _GAP, "no invariant speaks of an entry made present "
-     "again before its block was tracked (UNBLOCK serves PROMOTE/DEMOTE, not modelled)"),
-    ("mem.sept_remove.children_free", _GAP, "no invariant says every page a TD owns is "
-     "reachable from its S-EPT: removing a non-empty S-EPT page orphans its children"),
-    ("mem.page_remove.tlb_tracked", _CFG, "tiny's 3 pages cannot map a guest page; with "
-     "pages=5 removing it breaks tlb-tracked-before-remove (12 steps)"),
-    ("mem.sept_remove.tlb_tracked", _CFG, "tiny's 3 pages cannot map a guest page; with "
-     "pages=5 removing it breaks tlb-tracked-before-remove (11 steps)"),
-    ("mng.create.hkid_free", _CFG, "one TD cannot take an HKID another TD holds; with tds=2 "
-     "removing it breaks keyid-after-vpflushdone and no-double-assignment (2 steps)"),
-    ("mng.vpflushdone.lifecycle", _CFG, "with one TD a second VPFLUSHDONE changes nothing; "
-     "with tds=2 removing it breaks kot-matches-lifecycle (7 steps)"),
+    ("mem.page_remove.blocked", _RED, ("in the model a page that was never blocked has a "
+     "fresh block epoch, so PAGE.REMOVE's TLB-tracking check refuses it as well")),
+    ("mem.sept_remove.blocked", _RED, ("the TLB-tracking check refuses an unblocked S-EPT "
+     "page as well (its block epoch is fresh)")),
+    ("mem.range_block.not_blocked", _RED, ("the entry-state check refuses a blocked entry "
+     "too (only the status differs: ALREADY_BLOCKED vs ENTRY_STATE_INCORRECT)")),
+    ("mem.range_unblock.tlb_tracked", _GAP, ("no invariant speaks of an entry made present "
+     "again before its block was tracked (UNBLOCK serves PROMOTE/DEMOTE, not modelled)")),
+    ("mem.sept_remove.children_free", _GAP, ("no invariant says every page a TD owns is "
+     "reachable from its S-EPT: removing a non-empty S-EPT page orphans its children")),
+    ("mem.page_remove.tlb_tracked", _CFG, ("tiny's 3 pages cannot map a guest page; with "
+     "pages=5 removing it breaks tlb-tracked-before-remove (12 steps)")),
+    ("mem.sept_remove.tlb_tracked", _CFG, ("tiny's 3 pages cannot map a guest page; with "
+     "pages=5 removing it breaks tlb-tracked-before-remove (11 steps)")),
+    ("mng.create.hkid_free", _CFG, ("one TD cannot take an HKID another TD holds; with tds=2 "
+     "removing it breaks keyid-after-vpflushdone and no-double-assignment (2 steps)")),
+    ("mng.vpflushdone.lifecycle", _CFG, ("with one TD a second VPFLUSHDONE changes nothing; "
+     "with tds=2 removing it breaks kot-matches-lifecycle (7 steps)")),
     ("mem.track.previous_epoch_drained", _RED, ("PAGE.REMOVE's own TLB-tracking check "
      "refuses the removal an early TRACK would allow")),
     # ---- families
@@ -228,14 +239,45 @@ NOTHING_BREAKS_WHY: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def why_nothing_breaks(check: str, host: str = "any") -> tuple[str, str]:
+def kvm_refusals(config_name: str = "tiny", faults: bool = True) -> dict[str, str]:
+    """The module checks that refuse a call the reference KVM makes (on some run, with
+    ``faults`` every module fault): check name -> the first call it refused.  Measured by
+    exploring KVM and reading the failing step of every non-success status."""
+    from .kvm import KvmHost, kvm_config
+
+    prog = KvmHost(kvm_config(config_name), faults=faults)
+    eng = prog.engine
+    seen: dict[str, str] = {}
+    step = eng.step
+
+    def spy(m: Any, a: Any, fault: int = -1) -> Any:
+        r = step(m, a, fault)
+        if r.where >= 0 and not eng.is_fault(a, r.where):
+            seen.setdefault(eng.check_name(a, r.where), a.step)
+        return r
+
+    eng.step = spy  # type: ignore[method-assign,assignment]
+    explore(prog, Limits(), stop_at_first=False)
+    return seen
+
+
+def why_nothing_breaks(check: str, host: str = "any",
+                       refusals: dict[str, str] | None = None) -> tuple[str, str]:
     """(kind, reason) for a check whose removal broke nothing, or ("?", "") if unclassified.
 
-    Against ``--host kvm`` the answer is KVM's: it never makes a call the check refuses
-    (the check is a safety net KVM does not lean on), plus the any-host reason if any."""
+    Against ``--host kvm`` the answer is KVM's: with ``refusals`` (``kvm_refusals``) it says
+    whether KVM ever makes a call the check refuses (then KVM handles the refusal on that
+    error path, and without the check that call does no harm: the any-host reason says
+    why) or never does (a safety net KVM does not lean on)."""
     if host == "kvm":
         kind, reason = why_nothing_breaks(check)
-        base = "KVM never makes a call this check refuses"
+        if refusals is not None and check in refusals:
+            base = (f"it refuses KVM's {refusals[check]} on a fault path, and KVM's call "
+                    "without it breaks nothing")
+        elif refusals is not None:
+            base = "KVM never makes a call this check refuses"
+        else:
+            base = "KVM never relies on this check to keep an invariant"
         if kind in ("?", _CFG):
             return "not relied on by KVM", base
         return "not relied on by KVM", f"{base}; against any host: {kind}, {reason}"
@@ -246,7 +288,8 @@ def why_nothing_breaks(check: str, host: str = "any") -> tuple[str, str]:
     return "?", ""
 
 
-def ablation_table(rows: Sequence[dict[str, Any]], host: str = "any") -> str:
+def ablation_table(rows: Sequence[dict[str, Any]], host: str = "any",
+                   refusals: dict[str, str] | None = None) -> str:
     """Checks x invariants: each cell the shortest trace length that breaks it, '.' none."""
     invs = sorted({inv for r in rows for inv in r["broken"]})
     width = max([len(r["check"]) for r in rows] + [5])
@@ -258,12 +301,13 @@ def ablation_table(rows: Sequence[dict[str, Any]], host: str = "any") -> str:
         cells = " ".join(f"{r['broken'].get(i, '.'):>5}" for i in invs)
         out.append(f"{r['check']:<{width}}  {cells}  {r['seconds']:5.1f}")
     none = [r["check"] for r in rows if not r["broken"]]
+    refusals = _refusals_of(rows, refusals)
     out.append("")
     out.append(f"columns: {legend}" if legend else "no invariant broke")
     out.append(f"{len(rows) - len(none)}/{len(rows)} checks break an invariant when removed; "
                f"{len(none)} break nothing:")
     for c in none:
-        kind, reason = why_nothing_breaks(c, host)
+        kind, reason = why_nothing_breaks(c, host, refusals)
         out.append(f"  {c}: {kind}{': ' + reason if reason else ''}")
     return "\n".join(out)
 
@@ -273,9 +317,12 @@ def _abbrev(inv: str) -> str:
     return "".join(p[0] for p in parts).upper()[:5]
 
 
-def ablation_json(rows: Sequence[dict[str, Any]], host: str = "any") -> dict[str, Any]:
+def ablation_json(rows: Sequence[dict[str, Any]], host: str = "any",
+                  refusals: dict[str, str] | None = None) -> dict[str, Any]:
+    refusals = _refusals_of(rows, refusals)
     return {"host": host, "checks": [
         {**r, "why_nothing_breaks": (
-            dict(zip(("kind", "reason"), why_nothing_breaks(r["check"], host), strict=True))
+            dict(zip(("kind", "reason"), why_nothing_breaks(r["check"], host, refusals),
+                     strict=True))
             if not r["broken"] else None)}
         for r in rows]}

@@ -9,6 +9,7 @@ from tdxcheck.checker.ablation import (
     ablation_json,
     ablation_table,
     check_names,
+    kvm_refusals,
     run_ablation,
     why_nothing_breaks,
 )
@@ -72,3 +73,22 @@ def test_full_ablation_classifies_every_silent_check() -> None:
         silent = [r["check"] for r in rows if not r["broken"]]
         assert all(why_nothing_breaks(c, host)[0] != "?" for c in silent), [
             c for c in silent if why_nothing_breaks(c, host)[0] == "?"]
+
+
+def test_kvm_silent_checks_say_whether_kvm_ever_meets_them() -> None:
+    """The reason for a silent check against KVM is measured, not assumed: a guest's
+    TD-fatal exit makes KVM's VP.ENTER and zap calls meet the not_fatal checks, yet removing
+    them breaks nothing; VPFLUSHDONE's association check never refuses KVM."""
+    ref = kvm_refusals("tiny")
+    assert {FREEID, "vp.flush.associated_here", "vp.enter.not_fatal",
+            "mem.range_block.not_fatal", "phymem.page_reclaim.no_children"} <= set(ref)
+    assert VPFD not in ref
+    rows = run_ablation("kvm", "tiny", checks=["vp.enter.not_fatal", VPFD])
+    assert all(r["broken"] == {} for r in rows)
+    assert rows[0]["kvm_refuses"] == "tdh_vp_enter" and rows[1]["kvm_refuses"] is None
+    text = ablation_table(rows, "kvm")
+    assert "vp.enter.not_fatal: not relied on by KVM: it refuses KVM's tdh_vp_enter" in text
+    assert f"{VPFD}: not relied on by KVM: KVM never makes a call this check refuses" in text
+    why = ablation_json(rows, "kvm")["checks"][0]["why_nothing_breaks"]
+    assert "refuses KVM's tdh_vp_enter" in why["reason"]
+
