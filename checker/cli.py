@@ -97,6 +97,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     if args.host == "kvm":
         return _cmd_check_kvm(args)
+    if args.preempt_init:
+        print("tdxcheck: error: --preempt-init is for --host kvm", file=sys.stderr)
+        return EXIT_USAGE
     files = [a for a in args.args if "=" not in a]
     overrides = dict(a.split("=", 1) for a in args.args if "=" in a)
     if len(files) > 1:
@@ -175,6 +178,8 @@ def _cmd_check_kvm(args: argparse.Namespace) -> int:
     """``check --host kvm``: KVM's protocol (``checker/kvm.py``) under every interleaving;
     every violated invariant gets its shortest trace (as ``--all``), leaks on KVM's error
     paths are listed apart (they do not change the exit status)."""
+    import dataclasses
+
     from .explore import Limits
     from .kvm import KVM_CONFIGS, kvm_json, kvm_tdx, kvm_text, run_kvm, trace_of
     from .report import counterexample_text, dumps
@@ -194,6 +199,7 @@ def _cmd_check_kvm(args: argparse.Namespace) -> int:
 
         known_checks(args.ablate, kvm_config(args.config).universe())
         run = run_kvm(args.config, faults=args.faults, ablate=args.ablate,
+                      preempt_init=args.preempt_init,
                       limits=Limits(args.max_states, args.max_depth, args.time_limit),
                       progress=None if args.quiet else _progress_printer())
     except ValueError as e:
@@ -225,7 +231,9 @@ def _cmd_check_kvm(args: argparse.Namespace) -> int:
             repro = (f"tdxcheck replay {files[i][0]}{abl}" if files
                      else "rerun with --trace-out DIR to get a replayable .tdx")
             print()
-            print(counterexample_text(run.prog, cx, trace_of(run.prog, cx), repro))
+            # a KVM step may make several calls: its label carries each call's status
+            bare = dataclasses.replace(cx, path=[(e, None) for e, _st in cx.path])
+            print(counterexample_text(run.prog, bare, trace_of(run.prog, cx), repro))
         if run.leaks:
             print()
             print("leak paths (shortest per KVM error site):")
@@ -509,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", default="default", help="tiny | default | large")
     c.add_argument("--faults", action="store_true",
                    help="let every SEAMCALL fail at each of its fault points")
+    c.add_argument("--preempt-init", action="store_true",
+                   help="--host kvm: let KVM_TDX_INIT_VCPU be preempted between TDH.VP.INIT and "
+                   "tdx->state = INITIALIZED and resume on another CPU (see checker/kvm.py)")
     c.add_argument("--all", action="store_true",
                    help="one shortest trace per violated invariant (default: stop at first)")
     c.add_argument("--no-symmetry", action="store_true", help="turn symmetry reduction off")

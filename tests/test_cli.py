@@ -196,3 +196,18 @@ def test_prove_exit_codes_and_json(tmp_path: Path) -> None:
     statuses = {r["status"] for r in json.loads(p.stdout)["results"]}
     assert "proved" not in statuses or p.returncode != 0
     assert p.returncode in (0, 3) and (p.returncode == 3) == ("unknown" in statuses)
+
+
+def test_kvm_preempt_init_window_is_a_no_leak_finding(tmp_path: Path) -> None:
+    """KVM_TDX_INIT_VCPU preempted between TDH.VP.INIT and state := INITIALIZED: the later
+    flushes miss the CPU the vCPU is associated with, and KVM leaks the HKID and the pages
+    with no module fault (opt-in: checker/kvm.py, preempt_init)."""
+    p = run("check", "--host", "kvm", "--config", "tiny", "--preempt-init", "-q",
+            "--trace-out", str(tmp_path))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "[no-leak] violated" in p.stdout and "TDX_FLUSHVP_NOT_DONE" in p.stdout
+    assert " -> TDX_SUCCESS -> TDX_SUCCESS" not in p.stdout
+    r = run("replay", str(tmp_path / "no-leak.tdx"), "--json")
+    rep = json.loads(r.stdout)
+    assert r.returncode == 1 and rep["disagreements"] == [] and rep["mismatches"] == []
+    assert {"no-leak"} == {v["invariant"] for v in rep["violations"]}
