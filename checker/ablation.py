@@ -122,6 +122,7 @@ def run_ablation(host: str = "any", config_name: str = "tiny", *,
             "invariant": best.invariant if best else None,
             "length": best.length if best else None,
             "verdict": r.verdict,
+            "limit": r.reason or None,  # a limit cut the run short: other invariants may break
             "states": r.states,
             "seconds": round(time.monotonic() - t0, 3),
         })
@@ -299,13 +300,21 @@ def ablation_table(rows: Sequence[dict[str, Any]], host: str = "any",
     out.append(f"{'check':<{width}}  " + " ".join(f"{s:>5}" for s in short) + "    s")
     for r in rows:
         cells = " ".join(f"{r['broken'].get(i, '.'):>5}" for i in invs)
-        out.append(f"{r['check']:<{width}}  {cells}  {r['seconds']:5.1f}")
-    none = [r["check"] for r in rows if not r["broken"]]
+        cut = "*" if r.get("limit") else ""
+        out.append(f"{r['check']:<{width}}  {cells}  {r['seconds']:5.1f}{cut}")
+    cut_rows = [r for r in rows if r.get("limit")]
+    unknown = [r["check"] for r in cut_rows if not r["broken"]]
+    none = [r["check"] for r in rows if not r["broken"] and not r.get("limit")]
     refusals = _refusals_of(rows, refusals)
     out.append("")
     out.append(f"columns: {legend}" if legend else "no invariant broke")
-    out.append(f"{len(rows) - len(none)}/{len(rows)} checks break an invariant when removed; "
-               f"{len(none)} break nothing:")
+    if cut_rows:
+        out.append(f"*: a limit cut the run short ({cut_rows[0]['limit']}): more invariants may "
+                   "break than the row shows")
+    if unknown:
+        out.append(f"unknown (a limit hit before anything broke): {', '.join(unknown)}")
+    out.append(f"{len(rows) - len(none) - len(unknown)}/{len(rows)} checks break an invariant "
+               f"when removed; {len(none)} break nothing:")
     for c in none:
         kind, reason = why_nothing_breaks(c, host, refusals)
         out.append(f"  {c}: {kind}{': ' + reason if reason else ''}")
@@ -324,5 +333,5 @@ def ablation_json(rows: Sequence[dict[str, Any]], host: str = "any",
         {**r, "why_nothing_breaks": (
             dict(zip(("kind", "reason"), why_nothing_breaks(r["check"], host, refusals),
                      strict=True))
-            if not r["broken"] else None)}
+            if not r["broken"] and not r.get("limit") else None)}
         for r in rows]}

@@ -318,10 +318,10 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         print(f"tdxcheck ablate: host {args.host}, config {config}"
               + ("" if args.no_faults or args.host == "any" else ", module faults on"))
         print(ablation_table(rows, args.host))
-    incomplete = [r["check"] for r in rows if r["verdict"] == "incomplete"]
+    incomplete = [r["check"] for r in rows if r.get("limit") and not r["broken"]]
     if incomplete:
-        print(f"tdxcheck: incomplete (a limit was hit) for: {', '.join(incomplete)}",
-              file=sys.stderr)
+        print(f"tdxcheck: incomplete (a limit was hit before anything broke) for: "
+              f"{', '.join(incomplete)}", file=sys.stderr)
         return EXIT_INCOMPLETE
     return EXIT_OK
 

@@ -92,3 +92,17 @@ def test_kvm_silent_checks_say_whether_kvm_ever_meets_them() -> None:
     why = ablation_json(rows, "kvm")["checks"][0]["why_nothing_breaks"]
     assert "refuses KVM's tdh_vp_enter" in why["reason"]
 
+
+
+def test_a_limit_never_reads_as_nothing_breaks() -> None:
+    """A run cut short by a limit is not "breaks nothing": it is unknown (or partial)."""
+    from tdxcheck.checker.ablation import ablation_json, ablation_table
+    from tdxcheck.checker.explore import Limits
+
+    rows = run_ablation("any", "tiny", checks=["mng.create.hkid_free"],
+                        limits=Limits(max_states=50))
+    assert rows[0]["limit"] and rows[0]["broken"] == {}
+    text = ablation_table(rows)
+    assert "unknown (a limit hit before anything broke): mng.create.hkid_free" in text
+    assert "0 break nothing" in text
+    assert ablation_json(rows)["checks"][0]["why_nothing_breaks"] is None
