@@ -11,7 +11,8 @@ Induction (mypyvy ``verify``, Apalache ``--init=IndInv --length=1``): the *hypot
 every module invariant, every lemma of ``properties/lemmas.py`` and ``state-encoding``
 (every cell within its ``Layout.value_bound``, enum cells members of their enum: the
 range in which the Z3 and the Python readings of a rule agree).  Each hypothesis must hold
-in the initial state, and for each hypothesis *T* and each transition *a* the query
+in the initial state (in both readings, which must agree there), and for each hypothesis
+*T* and each transition *a* the query
 
     typing(s) ∧ hypotheses(s) ∧ guard_a(s) ∧ enabled_a(s) ∧ s' = a(s) ∧ ¬T(s, s')
 
@@ -23,7 +24,13 @@ the others are proved again without it (Houdini), until what is left is inductiv
 are ``proved``; a dropped one is ``violated`` if a bounded search from the initial state
 reaches a violation (a trace that replays on ``Engine``), else ``not-inductive`` with its
 counterexample to induction (CTI): the transition with its operands and a minimised
-two-state diff.  A solver timeout is ``unknown``, never ``proved``.
+two-state diff.  A solver timeout is ``unknown``, never ``proved``.  Every query assumes
+``typing(s)``, so once ``state-encoding`` is dropped nothing else is proved: the hypotheses
+left are ``unknown`` ("assumes state-encoding"), or ``violated`` if the bounded search finds
+a run.  The frame rule (``FRAME_RULE``) only skips a state clause none of whose cells
+(``read_cells``, indices included) the transition's next-state terms change; step clauses
+are asked for every transition.  With ``cores=True`` each proved target also lists the
+hypotheses the (minimised) unsat cores of its queries name (``TargetResult.uses``).
 
 Solving: one incremental solver per round holds the hypotheses; each transition is pushed
 once, and each clause of a target that the transition may change is one solver call
@@ -77,6 +84,9 @@ from .z3_encode import Z3Encoder, enabled_term
 FAST_MS = 100
 #: with ``cores``: the budget per goal for its unsat core (ms)
 CORE_MS = 10_000
+#: skip the clauses a transition cannot change (off: every clause of every target is a
+#: goal for every transition; the tests check both give the same verdicts)
+FRAME_RULE = True
 #: the one-shot solver: preprocessing, then bit-blasting to SAT
 _TACTIC = z3.Then("simplify", "propagate-values", "solve-eqs", "elim-uncnstr", "simplify",
                   "bit-blast", "sat")
@@ -584,6 +594,8 @@ class _Induction:
         (a state clause reading a changed cell, each step clause; for ``state-encoding``
         each changed cell's range)."""
         enc, pre = self.ctx.enc, self.pre
+        if not FRAME_RULE:  # every clause and cell (tests: the frame rule changes nothing)
+            changed = frozenset(range(len(post)))
         if h.kind == "typing":
             return [z3.substitute(self.ctx.cell_typing(i, pre), (pre[i], post[i]))
                     for i in sorted(changed)]
