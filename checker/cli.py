@@ -353,7 +353,8 @@ def _cmd_prove(args: argparse.Namespace) -> int:
 
         result = prove(config, mode=mode, depth=args.depth, timeout_ms=args.timeout_ms,
                        ablate=args.ablate, invariants=args.invariant or None,
-                       faults=args.faults, progress=None if args.quiet else show)
+                       faults=args.faults, cores=args.lemmas_used,
+                       progress=None if args.quiet else show)
     except ValueError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -638,6 +639,9 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--depth", type=int, default=None,
                     help="bmc depth (default 8); induction: how deep to look for a real "
                     "violation of a non-inductive invariant")
+    pv.add_argument("--lemmas-used", action="store_true",
+                    help="also list, per proved invariant, the hypotheses its proofs cite "
+                    "(minimised unsat cores; slower)")
     pv.add_argument("--timeout-ms", type=int, default=60_000, help="per solver query")
     pv.add_argument("--trace-out", metavar="DIR",
                     help="write each violation as DIR/<invariant>.tdx and .itf.json")
