@@ -88,11 +88,23 @@ class Engine:
         # one fast predicate over every state clause: the common case (all hold) is one call
         every = [c.ok for inv in self.invariants for c in inv.state_clauses(u, only)]
         srcs.append(predicate_source("all_hold", every, self.layout, gen, two_state=False))
+        # ... and the same clauses as ``state_violations`` itself: [] when they all hold
+        fast = predicate_source("state_violations", every, self.layout, gen, two_state=False)
+        lines = fast.split("\n")
+        assert lines[-1] == "    return -1" or len(lines) > 1, lines
+        srcs.append("\n".join(
+            [lines[0]] + [line.split("return")[0] + "return _slow(s)"
+                          if line.strip().startswith("return") else line
+                          for line in lines[1:-1]] +
+            ["    return []" if lines[-1] == "    return -1" else
+             lines[-1].split("return")[0] + "return _slow(s)"]))
         ns = compile_functions(srcs, gen)
         self._all_hold = ns["all_hold"]
         self._state_fns = [
             ns[f"inv{i}"] for i, inv in enumerate(self.invariants) if inv.state_clauses(u, only)
         ]
+        ns["_slow"] = self._state_violations
+        self.state_violations = ns["state_violations"]  # type: ignore[method-assign]
 
     def initial(self) -> State:
         return self.layout.initial()
@@ -133,6 +145,11 @@ class Engine:
             n, where, tuple(viol))
 
     def state_violations(self, s: State) -> list[Violation]:
+        """The invariants ``s`` breaks (each with its first failing clause); in fact a
+        generated function with the same answer (set in ``__init__``)."""
+        return self._state_violations(s)
+
+    def _state_violations(self, s: State) -> list[Violation]:
         if self._all_hold(s) < 0:
             return []
         out = []

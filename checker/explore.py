@@ -1,9 +1,12 @@
 """Explicit-state explorer: breadth-first over every reachable state of a host program.
 
 Breadth-first, so the first violation found of each invariant has a shortest trace.
-Storage is exact by default: each visited state is kept as its bit-packed encoding (a few
-dozen bytes) in a set; an optional fingerprint mode keeps a 64-bit hash instead and
-reports the chance that a collision hid a state.  Each state also keeps its parent and the
+Storage is exact by default: each visited state is kept as its bit-packed encoding (an
+int of a few dozen bytes, ``Packing``) in a set; an optional fingerprint mode keeps a
+64-bit hash instead and reports the chance that a collision hid a state.  A program with
+``keyed_successors`` (the any host's fused rule code) computes each successor's encoding
+from its parent's and leaves out the successors already seen, so the common case builds
+no state it does not keep.  Each state also keeps its parent and the
 edge that reached it (two ints), which is all a trace needs: traces are rebuilt by
 re-running the edges from the initial state.  A run that stops on a limit says
 ``incomplete``, never ``holds``.  The engine returns data; reporters print it.
@@ -12,6 +15,7 @@ re-running the edges from the initial state.  A run that stops on a limit says
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from array import array
 from collections import deque
@@ -132,6 +136,72 @@ def make_packer(bounds: Sequence[int], checked: Sequence[int] = ()) -> tuple[
     return ns["pack"], ns["unpack"]  # type: ignore[return-value]
 
 
+class Packing:
+    """The explorer's exact encoding of a state: one int, each cell a fixed bit field.
+
+    Cells are laid out in 30-bit words (CPython's int digit) without straddling a word, so
+    ``pack`` and ``unpack`` work on small ints.  ``pack`` raises OverflowError for a
+    negative cell or a cell of ``checked`` (the counters: the only cells rules compute
+    rather than copy from a constant or an operand) above its bound, so no two states can
+    share an encoding.  ``key`` tells fused successor code how to compute a successor's
+    encoding from its parent's (``compile.KeySpec``)."""
+
+    WORD = 30
+
+    def __init__(self, bounds: Sequence[int], checked: Sequence[int] = ()) -> None:
+        from tdxcheck.model.compile import KeySpec
+
+        W = self.WORD
+        widths = [max(b, 1).bit_length() for b in bounds]
+        offsets: list[int] = []
+        words: list[list[int]] = [[]]
+        used = 0
+        for i, w in enumerate(widths):
+            if used + w > W and used:
+                words.append([])
+                used = 0
+            offsets.append((len(words) - 1) * W + used)
+            words[-1].append(i)
+            used += w
+            if used > W:  # a cell wider than a word has its own words
+                words.extend([] for _ in range((used - 1) // W))
+                used = W
+        self.bits = len(words) * W
+        self.nbytes = max(1, (self.bits + 7) // 8)
+        self.key = KeySpec(tuple(offsets), tuple(bounds), frozenset(checked))
+        wsrc = []
+        for k, cells in enumerate(words):
+            if not cells:
+                continue
+            parts = [f"(s[{i}] << {offsets[i] - k * W})" if offsets[i] > k * W else f"s[{i}]"
+                     for i in cells]
+            wsrc.append((k, "(" + " | ".join(parts) + ")"))
+        body = " | ".join(f"({w} << {k * W})" if k else w for k, w in wsrc) or "0"
+        guard = " or ".join(f"s[{i}] > {bounds[i]}" for i in checked)
+        lines = ["def pack(s):", f"    x = {body}",
+                 f"    if x < 0{' or ' + guard if guard else ''}: raise OverflowError",
+                 "    return x", "def unpack(x):"]
+        outs = []
+        for k, cells in enumerate(words):
+            if not cells:
+                continue
+            if len(cells) == 1 and widths[cells[0]] > W:
+                i = cells[0]
+                outs.append(f"(x >> {offsets[i]}) & {(1 << widths[i]) - 1}")
+                continue
+            lines.append(f"    w{k} = (x >> {k * W}) & {(1 << W) - 1}" if k else
+                         f"    w0 = x & {(1 << W) - 1}")
+            for i in cells:
+                o = offsets[i] - k * W
+                outs.append(f"(w{k} >> {o}) & {(1 << widths[i]) - 1}" if o else
+                            f"w{k} & {(1 << widths[i]) - 1}")
+        lines.append(f"    return ({', '.join(outs)},)")
+        ns: dict[str, Callable[..., object]] = {}
+        exec(compile("\n".join(lines), "<packer>", "exec"), ns)  # noqa: S102 - from bounds only
+        self.pack: Callable[[State], int] = ns["pack"]  # type: ignore[assignment]
+        self.unpack: Callable[[int], State] = ns["unpack"]  # type: ignore[assignment]
+
+
 def _fingerprint(key: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
 
@@ -154,17 +224,30 @@ def explore(
     """
     t0 = time.monotonic()
     loops0 = getattr(prog, "self_loops", 0)
-    pack, unpack = make_packer(prog.bounds(), getattr(prog, "counter_cells", lambda: [])())
+    packing = Packing(prog.bounds(), getattr(prog, "counter_cells", lambda: [])())
+    pack, unpack, nbytes = packing.pack, packing.unpack, packing.nbytes
+    # the program's fused successor function that also gives each successor's encoding
+    # (symmetry needs the canonical state's encoding, so it always packs)
+    keyed = None
+    if canon is None and hasattr(prog, "keyed_successors"):
+        keyed = prog.keyed_successors(packing.key)
     norm: Callable[[State], State] = canon if canon is not None else (lambda x: x)
     init = norm(prog.initial())
     k0 = pack(init)
-    seen: set[bytes] | set[int] = {_fingerprint(k0)} if fingerprint else {k0}  # type: ignore[assignment]
+
+    def fp(k: int) -> int:
+        return _fingerprint(k.to_bytes(nbytes, "little"))
+
+    seen: set[int] = {fp(k0)} if fingerprint else {k0}
     new_by_edge = array("l", [0] * len(prog.edges))
     parent = array("i", [-1])
     via = array("i", [-1])
-    queue: deque[tuple[int, bytes]] = deque([(0, k0)])
+    queue: deque[int] = deque([k0])  # encodings of the states to expand ...
+    qidx = array("i", [0])  # ... and their indices (qidx[qhead] is the next one's)
+    qhead = 0
     found: dict[str, tuple[int, list[int], str]] = {}  # invariant -> (state idx, tail, msg)
     transitions = 0
+    keyed_loops = 0
     depth = 0
     level_end = 0  # index of the last state of the current BFS level
     reason = ""
@@ -172,7 +255,7 @@ def explore(
     peak = 1
     n_states = 1
 
-    def record(viol: list[Violation], i: int, tail: list[int]) -> bool:
+    def record(viol: Sequence[Violation], i: int, tail: list[int]) -> bool:
         for v in viol:
             if v.invariant not in found:
                 found[v.invariant] = (i, tail, v.message)
@@ -192,40 +275,96 @@ def explore(
         reach(init, 0)
     stop = record(prog.state_violations(init), 0, [])
     generated = 1
+    state_violations = prog.state_violations
+    fast = keyed is not None and not fingerprint
+    seen_add, parent_append, via_append = seen.add, parent.append, via.append
+    queue_append, qidx_append = queue.append, qidx.append
+    max_states = limits.max_states if limits.max_states is not None else 1 << 62
+    max_depth = limits.max_depth if limits.max_depth is not None else 1 << 62
+    deadline = t0 + limits.time_limit if limits.time_limit is not None else float("inf")
+    encoding = Violation("state-encoding", "a state cell left its declared range "
+                         "(a counter below 0 or above its bound)", 0)
     while queue and not stop:
-        i, key = queue.popleft()
+        key = queue.popleft()
+        i = qidx[qhead]
+        qhead += 1
         if i > level_end:
             depth += 1
             level_end = n_states - 1
-        if limits.max_depth is not None and depth >= limits.max_depth:
+        if depth >= max_depth:
             reason = reason or f"depth bound {limits.max_depth} reached"
             continue
         s = unpack(key)
-        any_succ = False
-        for eid, _status, n, viol in prog.successors(s):
-            any_succ = True
+        if fast:
+            # the common case (exact storage, no symmetry, a fused program), kept tight
+            succ, total = keyed(s, key, seen)  # type: ignore[misc]
+            transitions += total
+            for eid, _status, kn, n, viol, before in succ:
+                if viol and record(viol, i, [eid]):
+                    stop = True
+                elif kn in seen:  # seen before (a self-loop's key is its parent's)
+                    continue
+                else:
+                    n = tuple(n)
+                    j = n_states
+                    sv = state_violations(n)
+                    if kn is None:  # a cell left its range: only a broken (ablated) rule
+                        sv = [*sv, encoding]
+                    else:
+                        seen_add(kn)
+                    n_states += 1
+                    new_by_edge[eid] += 1
+                    parent_append(i)
+                    via_append(eid)
+                    if todo:
+                        reach(n, j)
+                    if sv:
+                        # an error state is reported, not expanded
+                        stop = record(sv, j, [])
+                    else:
+                        queue_append(kn)
+                        qidx_append(j)
+                    if n_states >= max_states:
+                        reason = f"state limit {limits.max_states} reached"
+                        stop = True
+                if stop:
+                    # the state changes after this one were not taken (as if yielded one by
+                    # one; self-loops count in full)
+                    full, _t = keyed(s, key, ())  # type: ignore[misc]
+                    transitions -= sum(1 for t in full if t[5] > before)
+                    break
+        elif keyed is not None:  # fingerprints: every successor, keys to hash
+            succ, total = keyed(s, key, ())  # type: ignore[misc]
+            keyed_loops += total - len(succ)
+        else:
+            succ = [(eid, st, None, n, viol, 0) for eid, st, n, viol in prog.successors(s)]
+        for eid, _status, kn, n, viol, _b in (() if fast else succ):
             transitions += 1
             if viol and record(viol, i, [eid]):
                 stop = True
                 break
-            if n is s:  # an error status that changed nothing: a self-loop
-                continue
-            generated += 1
-            cn = norm(n)
-            try:
-                kn = pack(cn)
-            except OverflowError:  # a negative cell: only a broken (ablated) rule does that
-                kn = b""
-            m = _fingerprint(kn) if fingerprint else kn
-            if kn and m in seen:
-                continue
-            j = n_states
-            sv = prog.state_violations(n)
-            if not kn:
-                sv = [*sv, Violation("state-encoding", "a state cell left its declared range "
-                                     "(a counter below 0 or above its bound)", 0)]
+            if keyed is not None:
+                if kn == key:  # a self-loop, yielded for its step violation
+                    continue
+                n = tuple(n)
             else:
-                seen.add(m)  # type: ignore[arg-type]
+                if n is s:  # an error status that changed nothing: a self-loop
+                    continue
+                try:
+                    kn = pack(norm(n))
+                except OverflowError:  # a negative cell: only a broken (ablated) rule
+                    kn = None
+            generated += 1
+            if kn is not None:
+                m = fp(kn) if fingerprint else kn
+                if m in seen:
+                    continue
+            j = n_states
+            sv = state_violations(n)
+            if kn is None:
+                sv = [*sv, encoding]
+            else:
+                seen.add(m)
             n_states += 1
             new_by_edge[eid] += 1
             parent.append(i)
@@ -238,27 +377,29 @@ def explore(
                     stop = True
                     break
             else:
-                queue.append((j, kn))
+                queue.append(kn)
+                qidx.append(j)
             if limits.max_states is not None and n_states >= limits.max_states:
                 reason = f"state limit {limits.max_states} reached"
                 stop = True
                 break
-        if not any_succ and not stop:
+        if not (total if fast else succ) and not stop:
             msg = prog.stuck(s)
             if msg and record([Violation("deadlock", msg, 0)], i, []):
                 stop = True
         peak = max(peak, len(queue))
         now = time.monotonic()
-        if limits.time_limit is not None and now - t0 > limits.time_limit:
+        if now > deadline:
             reason = f"time limit {limits.time_limit:g}s reached"
             break
         if progress is not None and now >= next_report:
             next_report = now + progress_every
             progress({"states": n_states, "queue": len(queue), "depth": depth,
-                      "transitions": transitions, "seconds": now - t0})
+                      "transitions": transitions + keyed_loops + getattr(prog, "self_loops", 0)
+                      - loops0, "seconds": now - t0})
     seconds = time.monotonic() - t0
     # gated self-loops the program counted without yielding them
-    transitions += getattr(prog, "self_loops", 0) - loops0
+    transitions += getattr(prog, "self_loops", 0) - loops0 + keyed_loops
     if found:
         verdict = VIOLATED
     elif reason or queue:
@@ -289,8 +430,8 @@ def explore(
         else:
             wit[w] = None
     cxs.sort(key=lambda c: (c.length, c.invariant))
-    key_bytes = len(k0)
-    per_state = (key_bytes + 33 + 8 + 28) if not fingerprint else (32 + 8 + 28)
+    # the key (an int object), parent and edge, queue index, and a set slot (amortised)
+    per_state = (sys.getsizeof(k0) + 8 + 4 + 28) if not fingerprint else (32 + 8 + 4 + 28)
     fp_p = None
     if fingerprint:
         d, g = n_states, generated

@@ -231,6 +231,7 @@ class AnyHost:
             if faults:
                 self.edge_action.extend([a] * len(self.engine.compiled(a).rule.faults))
         self._build_gates()
+        self.state_violations = self.engine.state_violations  # type: ignore[method-assign]
         self.self_loops = 0  # transitions that failed at their gate (counted, not yielded)
 
     def _build_gates(self) -> None:
@@ -239,9 +240,10 @@ class AnyHost:
         Most actions fail their first check in most states (the page is not a TDR, ...):
         such a transition changes nothing and returns a known status.  The fused successor
         function tests every distinct gate once per state; only the actions whose gate
-        passes run their other checks.  A failed gate is the same self-loop the rule would
-        give (the check is the rule's own first step, read from the rule), so this changes
-        no verdict: it only avoids calling the rule.  Actions with step invariants are not
+        passes run their other checks.  A failed gate is the same outcome the rule would
+        give (the check is the rule's own first step, read from the rule: a self-loop, or
+        the check's failure effects), so this changes no verdict: it only avoids running
+        the rest of the rule.  Actions with step invariants are not
         gated (a step invariant might speak about a self-loop): they run their whole chain,
         with the invariant's clauses checked on every outcome.
         """
@@ -265,8 +267,6 @@ class AnyHost:
                         k += 1
                         continue
                     if isinstance(step, Check) and not isinstance(step.ok, Const):
-                        if step.fail_effects:  # its failure is no self-loop: no gate
-                            break
                         gate = step.ok
                         self._gate_index[_eid] = si
                         break
@@ -297,9 +297,20 @@ class AnyHost:
         ``fused(s)`` returns ``(out, loops)``: ``out`` the transitions that change the state
         or break a step invariant, as ``(edge id, status, next state, violations)``,
         ``loops`` how many self-loops there were besides.  With ``key`` (a
-        ``compile.KeySpec``) it is ``fused(s, K)`` with ``K`` the packed key of ``s``, and
-        ``out`` holds ``(edge id, status, key, next state as a list, violations)``."""
-        from tdxcheck.model.compile import StepCheck, chain_arms, merged_chains, predicate_source
+        ``compile.KeySpec``) it is ``fused(s, K, seen)`` with ``K`` the packed key of ``s``,
+        and returns ``(out, transitions)``: ``out`` holds the transitions to states whose key
+        is not in ``seen`` or that break a step invariant, as ``(edge id, status, key, next
+        state as a list, violations, how many transitions of s come before it)``, and
+        ``transitions`` is how many transitions ``s`` has in all."""
+        from tdxcheck.model.compile import (
+            StepCheck,
+            chain_arms,
+            merged_chains,
+            on_self_loop,
+            outcome_source,
+            predicate_source,
+        )
+        from tdxcheck.model.expr import Const
 
         # chain_arms reads the rule alone: it has no wrapper CLFLUSH before the SEAMCALL
         assert all(not ca.action.clflush for ca, _g, _f, _e in self._table)
@@ -326,47 +337,69 @@ class AnyHost:
                                               two_state=True))
                 extra[f"_sv{eid}_{j}"] = (lambda k, inv=inv, msgs=msgs:
                                           Violation(inv.id, msgs[k], k))
-                out.append(StepCheck(name, f"_sv{eid}_{j}"))
+                out.append(StepCheck(name, f"_sv{eid}_{j}", not all(
+                    isinstance(on_self_loop(c.ok), Const) and on_self_loop(c.ok).value
+                    for c in clauses)))
             return out
+
+        # every gate is tested once per state, first: a check of a chain that is some
+        # gate's condition reads that test's result
+        gate_var = {src: f"g{gi}" for src, gi in self._gate_srcs.items()}
+
+        def cached(cond: str) -> str:
+            if cond in gate_var:
+                return gate_var[cond]
+            if cond.startswith("not ") and cond[4:] in gate_var:
+                return f"not {gate_var[cond[4:]]}"
+            return cond
+
+        # each entry's place in the function (the order of ``out``)
+        order = [e for g in self._gate_srcs.values() for e in self._groups[g]] + self._always
+        rank = {e[3]: r for r, e in enumerate(order)}
 
         def arms(entry: Any, skip_first: bool) -> Any:
             ca, guard, fault, eid = entry
-            return chain_arms(ca.rule, fault, gen, eid, ca.action.kind in LEAVES,
-                              skip_first=skip_first, cov=self.cov_base[eid] if cov else None,
-                              key=key, sinv=step_checks(ca, eid),
-                              guard=self._guard_expr.get(id(guard)))
+            a, els = chain_arms(ca.rule, fault, gen, eid, ca.action.kind in LEAVES,
+                                skip_first=skip_first, cov=self.cov_base[eid] if cov else None,
+                                key=key, sinv=step_checks(ca, eid),
+                                guard=self._guard_expr.get(id(guard)), rank=rank[eid])
+            return [(cached(c), body) for c, body in a], els
 
-        lines = ["def fused(s, K=None):", "    out = []", "    loops = 0"]
+        # every table entry is one transition unless its guard fails or it is not enabled
+        # (``dis``): a self-loop unless it appended to ``out``
+        lines = ["def fused(s, K=None, seen=()):", "    out = []", "    dis = 0"]
+        lines += [f"    {v} = {src}" for src, v in gate_var.items()]
         for src, gi in self._gate_srcs.items():
             group = self._groups[gi]
-            lines.append(f"    if {src}:")
+            lines.append(f"    if {gate_var[src]}:")
             lines += merged_chains([arms(e, True) for e in group], "        ")
             lines.append("    else:")
-            if not cov:
-                n_unguarded = sum(1 for e in group if e[1] is None)
-                guarded = [self._guard_expr[id(e[1])] for e in group if e[1] is not None]
-                lines.append(f"        loops += {n_unguarded}")
-                for g in guarded:
-                    lines.append(f"        if {gen.ex(g)}: loops += 1")
-            else:
-                for _ca, guard, _fault, eid in group:
-                    c = self.cov_base[eid] + self._gate_index[eid] + 1
-                    g = self._guard_expr.get(id(guard))
-                    if g is None:
-                        lines.append(f"        loops += 1; C[{c}] += 1")
-                    else:
-                        lines.append(f"        if {gen.ex(g)}: loops += 1; C[{c}] += 1")
+            # the gate failed: each action's own failure at its gate (a self-loop, unless
+            # the check has failure effects)
+            fails = []
+            for ca, guard, _fault, eid in group:
+                step = ca.rule.steps[self._gate_index[eid]]
+                c = self.cov_base[eid] + self._gate_index[eid] + 1
+                g = self._guard_expr.get(id(guard))
+                fails.append(([(f"not {gen.ex(g)}", ["dis += 1"])] if g is not None else [],
+                              ([f"C[{c}] += 1"] if cov else []) + outcome_source(
+                                  gen, step.fail_effects,
+                                  step.status if ca.action.kind in LEAVES else None, eid,
+                                  key, rank=rank[eid])))
+            lines += merged_chains(fails, "        ")
         lines += merged_chains([arms(e, False) for e in self._always], "    ")
-        lines.append("    return out, loops")
+        lines.append(f"    return out, {len(self._table)} - dis" +
+                     ("" if key is not None else " - len(out)"))
         ns = compile_functions(["\n".join(lines), *preds], gen)
         ns.update(extra)
         ns["C"] = self.cov_counts
         return ns["fused"]
 
     def keyed_successors(self, key: Any) -> Any:
-        """The fused successor function that also computes each successor's packed key
-        (see ``_build_fused``), for the packing ``key`` (a ``compile.KeySpec``); None with
-        coverage on (the walk counts through ``successors``)."""
+        """The fused successor function that computes each successor's packed key and
+        leaves out the successors already seen (see ``_build_fused``), for the packing
+        ``key`` (a ``compile.KeySpec``); None with coverage on (the walk counts through
+        ``successors``)."""
         if self.coverage:
             return None
         fn = self._keyed.get(key)

@@ -31,6 +31,7 @@ class _Gen:
     def __init__(self, layout: Layout) -> None:
         self.L = layout
         self.consts: dict[tuple[int, ...], str] = {}
+        self.globals: dict[str, Any] = {}  # other names the generated code reads
 
     def index(self, r: Read) -> str:
         L = self.L
@@ -143,6 +144,7 @@ def rule_source(name: str, rule: Rule, layout: Layout, pre: Sequence[Effect] = (
 def compile_functions(sources: Sequence[str], gen: _Gen) -> dict[str, Any]:
     ns: dict[str, Any] = {f"_K{i}": frozenset(v) for v, i in
                           ((v, int(n[2:])) for v, n in gen.consts.items())}
+    ns.update(gen.globals)
     code = compile("\n\n".join(sources), "<tdxcheck-rules>", "exec")
     exec(code, ns)  # noqa: S102 - generated from the rule data above, nothing external
     return ns
@@ -204,6 +206,7 @@ class StepCheck:
 
     pred: str  # name of the predicate in the generated namespace
     make: str  # name of the violation builder in the generated namespace
+    on_self_loop: bool = True  # False: it holds on every step that changes nothing
 
 
 def _nonneg(e: Expr) -> bool:
@@ -223,6 +226,44 @@ def _nonneg(e: Expr) -> bool:
     if isinstance(e, Ite):
         return _nonneg(e.a) and _nonneg(e.b)
     return False
+
+
+def on_self_loop(e: Expr) -> Expr:
+    """``e`` over a step that changed nothing: post-state reads become pre-state reads, and
+    what that decides folds away (``x != c and x == c`` is false, ``x == x`` true).  A step
+    invariant whose every clause folds to true needs no check on a self-loop."""
+    from .expr import And, Not, Or, _bin
+
+    if isinstance(e, Const):
+        return e
+    if isinstance(e, Read):
+        return Read(e.field, tuple(on_self_loop(i) for i in e.index), False)
+    if isinstance(e, Bin):
+        a, b = on_self_loop(e.a), on_self_loop(e.b)
+        if e.op in ("==", "!=", "<=", ">=", "<", ">") and repr(a) == repr(b):
+            return Const(int(e.op in ("==", "<=", ">=")))
+        return _bin(e.op, a, b)
+    if isinstance(e, BoolOp):
+        args = [on_self_loop(x) for x in e.args]
+        if e.op == "and":
+            r = And(*args)
+            if isinstance(r, BoolOp):
+                cmp = {(x.op, repr(x.a), repr(x.b)) for x in r.args
+                       if isinstance(x, Bin) and x.op in ("==", "!=")}
+                if any(("!=" if op == "==" else "==", a, b) in cmp for op, a, b in cmp):
+                    return Const(0)
+            return r
+        return Or(*args)
+    if isinstance(e, NotE):
+        return Not(on_self_loop(e.a))
+    if isinstance(e, Ite):
+        c = on_self_loop(e.c)
+        a, b = on_self_loop(e.a), on_self_loop(e.b)
+        return (a if c.value else b) if isinstance(c, Const) else Ite(c, a, b)
+    if isinstance(e, In):
+        a = on_self_loop(e.a)
+        return Const(int(a.value in e.values)) if isinstance(a, Const) else In(a, e.values)
+    raise TypeError(f"cannot fold {e!r}")
 
 
 def written_cells(effects: Sequence[Effect], layout: Layout) -> tuple[set[int], set[int]]:
@@ -248,35 +289,228 @@ def written_cells(effects: Sequence[Effect], layout: Layout) -> tuple[set[int], 
     return cells, neg
 
 
-def _outcome(gen: _Gen, effects: Sequence[Effect], status: int | None, eid: int,
-             key: KeySpec | None, sinv: Sequence[StepCheck]) -> list[str]:
+def _unchanged(effects: Sequence[Effect], gen: _Gen) -> str | None:
+    """A cheap test that ``effects`` change nothing, for a few assignments at constant
+    indices of short values (``n[1] = 0``, ``n[45] = (s[45] & ~48)``), else None."""
+    last: dict[int, str] = {}
+    for eff in effects:
+        if not isinstance(eff, Assign) or not all(isinstance(i, Const) for i in eff.index):
+            return None
+        v = gen.ex(eff.value)
+        if "n[" in v or len(v) > 24:
+            return None
+        last[gen.L.flat(eff.field, [i.value for i in eff.index])] = v  # type: ignore[attr-defined]
+    if len(last) > 4:
+        return None
+    return " and ".join(f"s[{i}] == {v}" for i, v in sorted(last.items()))
+
+
+def _shared_subexpressions(gen: _Gen, effects: Sequence[Effect]) -> list[str]:
+    """Sources of the compound subexpressions that ``effects`` compute more than once and
+    always compute at least once (outside a ``When``, an ``if``-branch or the right side
+    of ``and``/``or``), shortest first: worth computing once into a local."""
+    count: dict[str, int] = {}
+    always: set[str] = set()
+
+    def visit(e: Expr, uncond: bool) -> None:
+        if isinstance(e, (Const,)):
+            return
+        if isinstance(e, Read):
+            if all(isinstance(i, Const) for i in e.index):
+                return
+            for i in e.index:
+                visit(i, uncond)
+        elif isinstance(e, Bin):
+            visit(e.a, uncond)
+            visit(e.b, uncond)
+        elif isinstance(e, BoolOp):
+            for k, a in enumerate(e.args):
+                visit(a, uncond and k == 0)
+        elif isinstance(e, NotE):
+            visit(e.a, uncond)
+        elif isinstance(e, Ite):
+            visit(e.c, uncond)
+            visit(e.a, False)
+            visit(e.b, False)
+        elif isinstance(e, In):
+            visit(e.a, uncond)
+        src = gen.ex(e)
+        count[src] = count.get(src, 0) + 1
+        if uncond:
+            always.add(src)
+
+    def walk(effs: Sequence[Effect], uncond: bool) -> None:
+        for eff in effs:
+            if isinstance(eff, When):
+                visit(eff.cond, uncond)
+                walk(eff.effects, False)
+            elif isinstance(eff, Assign):
+                for i in eff.index:
+                    visit(i, uncond)
+                visit(eff.value, uncond)
+
+    walk(effects, True)
+    return sorted((x for x, c in count.items() if c > 1 and x in always and len(x) >= 12),
+                  key=len)
+
+
+def _lazy_keyed(gen: _Gen, effects: Sequence[Effect], key: KeySpec,
+                eager: list[str], changed_tail: Callable[[list[str]], list[str]],
+                loop: list[str]) -> list[str]:
+    """A keyed outcome that copies the state only if it changes.
+
+    Each assignment's value (and computed index) goes into a local first, and the key's
+    change ``d`` is summed from them: a write adds ``(x - before) << offset`` where
+    ``before`` is the cell's value before that write (the pre-state's, or an earlier write's
+    to the same cell: for writes that might hit the same cell it is picked at run time), so
+    the sum over the writes is exactly the change of the key.  ``d == 0`` is then "nothing
+    changed", as long as every written value is in its range; a value that might not be
+    (a counter, or a value that might be negative) sends the step to the ``eager`` code,
+    which checks the final state cell by cell."""
+    L = gen.L
+    pre: list[str] = []
+    sets: list[str] = []
+    bad: list[str] = []
+    prior: dict[str, list[tuple[str | None, str, int | None, str]]] = {}
+    counter = [0]
+
+    def walk(effs: Sequence[Effect], cond: str | None, ind: str) -> None:
+        for eff in effs:
+            m = counter[0]
+            counter[0] += 1
+            if isinstance(eff, When):
+                c = gen.ex(eff.cond)
+                assert "n[" not in c, "an effect reads the post-state"
+                pre.append(f"{ind}c{m} = {cond + ' and ' if cond else ''}{c}")
+                pre.append(f"{ind}if c{m}:")
+                sets.append(f"{ind}if c{m}:")
+                n_pre, n_sets = len(pre), len(sets)
+                walk(eff.effects, f"c{m}", ind + "    ")
+                if len(pre) == n_pre:
+                    pre.append(ind + "    pass")
+                if len(sets) == n_sets:
+                    sets.append(ind + "    pass")
+                continue
+            assert isinstance(eff, Assign)
+            cells = list(L.cells(eff.field))
+            const: int | None = None
+            if all(isinstance(i, Const) for i in eff.index):
+                const = L.flat(eff.field, [i.value for i in eff.index])  # type: ignore[attr-defined]
+                idx, off, cells = str(const), str(key.offsets[const]), [const]
+            else:
+                pre.append(f"{ind}j{m} = {gen.index(Read(eff.field, eff.index))}")
+                idx, off = f"j{m}", f"_O[j{m}]"
+                gen.globals["_O"] = key.offsets
+            val = gen.ex(eff.value)
+            assert "n[" not in val and "n[" not in idx, "an effect reads the post-state"
+            if isinstance(eff.value, Const):
+                x = val
+            else:
+                pre.append(f"{ind}x{m} = {val}")
+                x = f"x{m}"
+            before = f"s[{idx}]"
+            for pc, pidx, pconst, px in prior.get(eff.field, []):
+                if const is not None and pconst is not None:
+                    if const != pconst:
+                        continue
+                    before = f"({px} if {pc} else {before})" if pc else px
+                else:
+                    test = f"{pc} and {idx} == {pidx}" if pc else f"{idx} == {pidx}"
+                    before = f"({px} if {test} else {before})"
+            prior.setdefault(eff.field, []).append((cond, idx, const, x))
+            term = f"({x} - {before})"
+            pre.append(f"{ind}d += ({term} << {off})" if off != "0" else f"{ind}d += {term}")
+            sets.append(f"{ind}n[{idx}] = {x}")
+            check = None
+            v = eff.value.value if isinstance(eff.value, Const) else None
+            if any(c in key.checked for c in cells):
+                bounds = {key.bounds[c] for c in cells}
+                assert len(bounds) == 1 and all(c in key.checked for c in cells), eff.field
+                hi = bounds.pop()
+                if v is None or not 0 <= v <= hi:
+                    check = f"not 0 <= {x} <= {hi}"
+            elif not _nonneg(eff.value):
+                check = f"{x} < 0"
+            if check is not None:
+                bad.append(f"({cond} and {check})" if cond else check)
+
+    walk(effects, None, "    ")
+    # a shared subexpression once, into a local, first (outermost first: what is left
+    # of an inner one once the outer ones are replaced may be used only once)
+    defs: list[tuple[str, str]] = []
+    for src in reversed(_shared_subexpressions(gen, effects)):
+        if sum(t.count(src) for t in pre) + sum(d.count(src) for _n, d in defs) < 2:
+            continue
+        name = f"e{len(defs)}"
+        pre[:] = [t.replace(src, name) for t in pre]
+        defs = [(nm, d.replace(src, name)) for nm, d in defs]
+        defs.append((name, src))
+    pre[:] = [f"    {nm} = {d}" for nm, d in reversed(defs)] + pre
+    # consecutive additions at one level in one statement; the first one sets d
+    merged: list[str] = []
+    for line in ["    d = 0", *pre]:
+        stmt = line.lstrip()
+        ind = line[: len(line) - len(stmt)]
+        if stmt.startswith("d += ") and merged and merged[-1].startswith(ind + "d "):
+            prev = merged[-1][len(ind):]
+            # every term is parenthesised: ``+`` binds tighter than ``<<``
+            if prev == "d = 0":
+                merged[-1] = f"{ind}d = {stmt[5:]}"
+            else:
+                merged[-1] = f"{ind}{prev} + {stmt[5:]}"
+        else:
+            merged.append(line)
+    lines = [x[4:] for x in merged]
+    cases = []
+    if bad:
+        cases.append((f"{' or '.join(bad)}", eager))
+    cases.append(("d", ["k = K + d", *changed_tail(
+        ["n = list(s)", *[x.removeprefix("    ") for x in sets]])]))
+    for i, (test, body) in enumerate(cases):
+        lines.append(f"{'if' if i == 0 else 'elif'} {test}:")
+        lines.extend("    " + x for x in body)
+    if loop:
+        lines.append("else:")
+        lines.extend("    " + x for x in loop)
+    return lines
+
+
+def outcome_source(gen: _Gen, effects: Sequence[Effect], status: int | None, eid: int,
+                   key: KeySpec | None = None, sinv: Sequence[StepCheck] = (),
+                   rank: int = 0) -> list[str]:
     """The body (unindented lines) of one outcome of an action in fused code.
 
     Without ``key`` a state change appends ``(eid, status, n, violations)`` to ``out``, with
-    ``n`` the next state as a tuple; with ``key`` it appends ``(eid, status, k, n,
-    violations)``, with ``k`` the successor's key (``K`` its parent's, ``None``: a cell left
-    its range) and ``n`` the next state as a list (or ``s``).  A step that changes nothing
-    and breaks no step invariant only counts a self-loop (``loops += 1``)."""
-    out: list[str] = []
+    ``n`` the next state as a tuple.  With ``key`` it appends ``(eid, status, k, n,
+    violations, t)`` for a successor whose key ``k`` is not in ``seen`` (``None``: a cell left
+    its range), with ``n`` the next state as a list (or ``s``) and ``t`` how many
+    transitions of this state come before this one (``rank``, the action's place in the
+    function, less the actions before it that were not enabled).  A step that changes
+    nothing and breaks no step invariant appends nothing: it is a self-loop, which the
+    fused function counts as an enabled action that appended nothing."""
 
-    def checks(nv: str) -> None:
-        out.append("v = []")
+    def checks(nv: str) -> list[str]:
+        out = ["v = []"]
         for sc in sinv:
             out.append(f"k_ = {sc.pred}(s, {nv})")
             out.append(f"if k_ >= 0: v.append({sc.make}(k_))")
+        return out
+
+    def item(k: str, n: str, v: str) -> str:
+        if key is None:
+            return f"({eid}, {status}, {n}, {v})"
+        return f"({eid}, {status}, {k}, {n}, {v}, {rank} - dis)"
 
     if not effects:
+        sinv = [sc for sc in sinv if sc.on_self_loop]
         if not sinv:
-            return ["loops += 1"]
-        checks("s")
-        out.append(f"if v: out.append(({eid}, {status}, {'K, ' if key else ''}s, v))")
-        out.append("else: loops += 1")
-        return out
-    gen.apply(effects, "", out)
+            return []
+        return checks("s") + [f"if v: out.append({item('K', 's', 'v')})"]
+    body: list[str] = []
+    gen.apply(effects, "", body)
     if key is None:
-        out.append("n = tuple(n)")
-        same = "n == s"
-        item = f"({eid}, {status}, n, {{}})"
+        body.append("n = tuple(n)")
+        new = "n != s"
     else:
         cells, neg = written_cells(effects, gen.L)
         bad = []
@@ -288,19 +522,31 @@ def _outcome(gen: _Gen, effects: Sequence[Effect], status: int | None, eid: int,
         delta = " + ".join(f"((n[{i}] - s[{i}]) << {key.offsets[i]})" if key.offsets[i]
                            else f"(n[{i}] - s[{i}])" for i in sorted(cells)) or "0"
         if bad:
-            out.append(f"k = None if {' or '.join(bad)} else K + {delta}")
+            body.append(f"k = None if {' or '.join(bad)} else K + {delta}")
         else:
-            out.append(f"k = K + {delta}")
-        same = "k == K"
-        item = f"({eid}, {status}, k, n, {{}})"
+            body.append(f"k = K + {delta}")
+        new = "k not in seen"  # the parent's key is in seen
     if sinv:
-        checks("n")
-        out.append(f"if {same} and not v: loops += 1")
-        out.append(f"else: out.append({item.format('v')})")
+        body += checks("n")
+        body.append(f"if {new} or v: out.append({item('k', 'n', 'v')})")
     else:
-        out.append(f"if {same}: loops += 1")
-        out.append(f"else: out.append({item.format('[]')})")
-    return out
+        body.append(f"if {new}: out.append({item('k', 'n', '[]' if key is None else '()')})")
+    loop = outcome_source(gen, (), status, eid, key, sinv, rank)
+    if key is not None:
+        def changed_tail(build: list[str]) -> list[str]:
+            if sinv:
+                return [*build, *checks("n"),
+                        f"if v or k not in seen: out.append({item('k', 'n', 'v')})"]
+            return ["if k not in seen:", *("    " + x for x in build),
+                    f"    out.append({item('k', 'n', '()')})"]
+        return _lazy_keyed(gen, effects, key, body, changed_tail, loop)
+    test = _unchanged(effects, gen)
+    if test is None:
+        return body
+    # nothing to copy when the effects would change nothing
+    if loop:
+        return [f"if {test}:", *("    " + x for x in loop), "else:", *("    " + x for x in body)]
+    return [f"if not ({test}):", *("    " + x for x in body)]
 
 
 Arm = tuple[str, list[str]]
@@ -309,12 +555,12 @@ Arm = tuple[str, list[str]]
 def chain_arms(rule: Rule, fault: int, gen: _Gen, eid: int, visible: bool,
                skip_first: bool = False, cov: int | None = None,
                key: KeySpec | None = None, sinv: Sequence[StepCheck] = (),
-               guard: Expr | None = None) -> tuple[list[Arm], list[str]]:
+               guard: Expr | None = None, rank: int = 0) -> tuple[list[Arm], list[str]]:
     """One action as an if/elif chain inside a fused successor function, as data: the arms
     ``(condition, body)`` in order and the body of the final ``else`` (success).
 
     The same reading of the rule as ``rule_source``: checks in order, the chosen fault
-    point, then the effects (each outcome as ``_outcome`` writes it).  ``guard`` (a host-side
+    point, then the effects (each outcome as ``outcome_source`` writes it).  ``guard`` (a host-side
     condition for the action to exist at all) comes first: where it fails nothing happens.
     ``skip_first`` leaves out the first check when the caller has already tested it.  With
     ``cov`` (a base index), every outcome also counts ``C[cov + where + 1]`` (``where`` as
@@ -332,10 +578,11 @@ def chain_arms(rule: Rule, fault: int, gen: _Gen, eid: int, visible: bool,
         assert "n[" not in cond, "a check reads the post-state"
         arms.append((cond, body or ["pass"]))
 
+    # an action whose guard fails, or that is not enabled, is no transition at all
     if guard is not None:
-        arm(f"not {gen.ex(guard)}", [])
+        arm(f"not {gen.ex(guard)}", ["dis += 1"])
     if not (isinstance(rule.enabled, Const) and rule.enabled.value):
-        arm(f"not {gen.ex(rule.enabled)}", [])
+        arm(f"not {gen.ex(rule.enabled)}", ["dis += 1"])
     for i, step in enumerate(rule.steps):
         if isinstance(step, Check):
             if isinstance(step.ok, Const) and step.ok.value:
@@ -345,36 +592,39 @@ def chain_arms(rule: Rule, fault: int, gen: _Gen, eid: int, visible: bool,
                 continue
             first = False
             cond = "True" if isinstance(step.ok, Const) else f"not {gen.ex(step.ok)}"
-            arm(cond, count(i) + _outcome(gen, step.fail_effects,
-                                          step.status if visible else None, eid, key, sinv))
+            arm(cond, count(i) + outcome_source(gen, step.fail_effects,
+                                          step.status if visible else None, eid, key, sinv,
+                                          rank))
         elif isinstance(step, Fault):
             if k == fault:
                 cond = "True" if isinstance(step.cond, Const) and step.cond.value else \
                     gen.ex(step.cond)
-                arm(cond, count(i) + _outcome(gen, step.effects,
-                                              step.status if visible else None, eid, key, sinv))
+                arm(cond, count(i) + outcome_source(gen, step.effects,
+                                              step.status if visible else None, eid, key,
+                                              sinv, rank))
             k += 1
-    return arms, count(-1) + _outcome(gen, rule.effects, st_ok, eid, key, sinv)
+    return arms, count(-1) + outcome_source(gen, rule.effects, st_ok, eid, key, sinv, rank)
 
 
 def chain_source(rule: Rule, fault: int, gen: _Gen, ind: str, eid: int, visible: bool,
                  skip_first: bool = False, cov: int | None = None) -> list[str]:
     """One action as an if/elif chain (``chain_arms``) inside a fused successor function;
-    a state change is appended to ``out`` as ``(eid, status, next_state, violations)``."""
+    a state change is appended to ``out`` as ``(eid, status, next_state, violations)``; a
+    self-loop appends nothing (the caller counts it: every action that is enabled and
+    appended nothing), an action that is not enabled counts ``dis += 1``."""
     return merged_chains([chain_arms(rule, fault, gen, eid, visible, skip_first, cov)], ind)
 
 
 def _merge_bodies(bodies: Sequence[list[str]]) -> list[str]:
-    """The bodies of several actions' arms one after the other; consecutive self-loop
-    counts are added up."""
+    """The bodies of several actions' arms one after the other; consecutive counts of
+    actions that are not enabled (``dis += 1``) are added up."""
     out: list[str] = []
     for b in bodies:
         for line in b:
             if line == "pass":
                 continue
-            if line.startswith("loops += ") and out and out[-1].startswith("loops += "):
-                n = int(out[-1][9:]) + int(line[9:])
-                out[-1] = f"loops += {n}"
+            if line.startswith("dis += ") and out and out[-1].startswith("dis += "):
+                out[-1] = f"dis += {int(out[-1][7:]) + int(line[7:])}"
             else:
                 out.append(line)
     return out or ["pass"]
@@ -391,13 +641,28 @@ def merged_chains(chains: Sequence[tuple[list[Arm], list[str]]], ind: str) -> li
     return out
 
 
+def _noop(item: tuple[list[Arm], list[str], int]) -> bool:
+    """True if every way through what is left of a chain does nothing (then its conditions
+    need not be tested: they read the state and nothing else)."""
+    arms, els, p = item
+    return _merge_bodies([els]) == ["pass"] and all(
+        _merge_bodies([body]) == ["pass"] for _c, body in arms[p:])
+
+
 def _emit(items: list[tuple[list[Arm], list[str], int]], ind: str, out: list[str]) -> None:
+    items = [x for x in items if not _noop(x)]
+    if not items:
+        out.append(f"{ind}pass")
+        return
     i = 0
     while i < len(items):
-        arms, els, p = items[i]
+        arms, _els, p = items[i]
         if p == len(arms):
-            out.extend(ind + line for line in _merge_bodies([els]))
-            i += 1
+            j = i + 1
+            while j < len(items) and items[j][2] == len(items[j][0]):
+                j += 1
+            out.extend(ind + line for line in _merge_bodies([e for _a, e, _p in items[i:j]]))
+            i = j
             continue
         j = i + 1
         while j < len(items) and items[j][2] < len(items[j][0]) and \

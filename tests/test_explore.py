@@ -239,3 +239,91 @@ def test_output_is_deterministic_across_hash_seeds() -> None:
         outs.append(out)
     assert outs[0] == outs[1]
     assert outs[0]["violations"]
+
+
+def _bfs_sample(prog, pack, limit):  # type: ignore[no-untyped-def]
+    """Up to ``limit`` reachable states whose encoding is in range, breadth-first."""
+    init = prog.initial()
+    seen, q, out = {init}, deque([init]), []
+    while q and len(out) < limit:
+        s = q.popleft()
+        out.append(s)
+        for _e, _st, n, _v in prog.successors(s):
+            if n not in seen:
+                try:
+                    pack(n)
+                except OverflowError:
+                    continue
+                seen.add(n)
+                q.append(n)
+    return out
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("tiny", {}), ("tiny", {"faults": True}), ("default", {}),
+    ("tiny", {"ablate": ["vp.addcx.page.pt"]}),  # drives a counter out of its range
+    ("tiny", {"ablate": ["mng.key_freeid.wbinvd_done"]}),  # breaks a step invariant
+])
+def test_keyed_successors_match_successors(name: str, kw: dict) -> None:  # type: ignore[type-arg]
+    """The explorer's fast path (fused code that also computes each successor's encoding
+    and leaves out the ones already seen) gives the transitions ``successors`` gives, with
+    the encoding ``Packing.pack`` gives (None where a cell left its range)."""
+    from tdxcheck.checker.explore import Packing
+
+    prog = AnyHost(make_config(name, {}).universe(), **kw)
+    pk = Packing(prog.bounds(), prog.counter_cells())
+    keyed = prog.keyed_successors(pk.key)
+    encodings = 0
+    for s in _bfs_sample(prog, pk.pack, 1200):
+        key = pk.pack(s)
+        assert pk.unpack(key) == s
+        loops0 = prog.self_loops
+        plain = list(prog.successors(s))
+        loops = prog.self_loops - loops0
+        full, total = keyed(s, key, ())
+        assert total == len(plain) + loops
+        assert [p[:2] for p in plain] == [f[:2] for f in full]
+        for (_e, _st, n, viol), (_e2, _st2, k, n2, viol2, before) in zip(plain, full):
+            assert tuple(n2) == n and list(viol2) == list(viol)
+            try:
+                want = pk.pack(n)
+            except OverflowError:
+                want = None
+                encodings += 1
+            assert k == want
+        # with the successors in ``seen`` left out: only new ones and step violations
+        seen = {f[2] for f in full[::2]} | {key}
+        kept, total2 = keyed(s, key, seen)
+        assert total2 == total
+        assert [f[0] for f in kept] == [f[0] for f in full if f[4] or f[2] not in seen]
+        assert [f[5] for f in kept] == sorted(f[5] for f in kept)
+    if kw.get("ablate") == ["vp.addcx.page.pt"]:
+        assert encodings > 0
+
+
+def test_fast_path_and_plain_path_agree() -> None:
+    """explore with the fused keyed successors and through ``successors`` (a program
+    without ``keyed_successors``): the same counts, traces and per-edge discoveries, also
+    when a violation or a state limit stops the run half-way through a state."""
+
+    class Plain:
+        def __init__(self, prog: AnyHost) -> None:
+            self._p = prog
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            if name == "keyed_successors":
+                raise AttributeError(name)
+            return getattr(self._p, name)
+
+    for ablate, limits, first in (([], Limits(max_states=5000), True),
+                                  (["mng.key_freeid.wbinvd_done"], Limits(), True),
+                                  (["mng.key_freeid.wbinvd_done"], Limits(), False)):
+        fast = explore(AnyHost(make_config("tiny", {}).universe(), ablate=ablate), limits,
+                       stop_at_first=first)
+        plain = explore(Plain(AnyHost(make_config("tiny", {}).universe(), ablate=ablate)),
+                        limits, stop_at_first=first)
+        assert (fast.verdict, fast.states, fast.transitions, fast.depth) == (
+            plain.verdict, plain.states, plain.transitions, plain.depth)
+        assert fast.new_states_by_edge == plain.new_states_by_edge
+        assert [(c.invariant, c.path) for c in fast.violations] == [
+            (c.invariant, c.path) for c in plain.violations]
