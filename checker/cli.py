@@ -331,10 +331,7 @@ def _cmd_prove(args: argparse.Namespace) -> int:
     from .report import dumps
 
     if args.host not in (None, "any"):
-        print(f"tdxcheck: error: prove works on --host any; a scenario's threads "
-              f"({args.host}) are explored exhaustively by: tdxcheck check {args.host}",
-              file=sys.stderr)
-        return EXIT_USAGE
+        return _cmd_prove_scenario(args)
     try:
         from .z3_prove import BMC, INDUCTION, prove, prove_json, prove_text, write_traces
 
@@ -343,18 +340,10 @@ def _cmd_prove(args: argparse.Namespace) -> int:
         mode = BMC if args.bmc else INDUCTION
         if args.depth is not None and args.depth < 0:
             raise ValueError("--depth must be >= 0")
-
-        def show(d: dict[str, Any]) -> None:
-            parts = [f"{k} {v:.1f}s" if k == "seconds" else
-                     f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
-                     for k, v in d.items() if k != "phase"]
-            print(f"prove: {d.get('phase', '')}: " + ", ".join(parts), file=sys.stderr,
-                  flush=True)
-
         result = prove(config, mode=mode, depth=args.depth, timeout_ms=args.timeout_ms,
                        ablate=args.ablate, invariants=args.invariant or None,
                        faults=args.faults, cores=args.lemmas_used,
-                       progress=None if args.quiet else show)
+                       progress=None if args.quiet else _prove_progress)
     except ValueError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -364,6 +353,48 @@ def _cmd_prove(args: argparse.Namespace) -> int:
         print(dumps(prove_json(result)))
     else:
         print(prove_text(result, verbose=args.verbose))
+    return int(result.exit_status)
+
+
+def _prove_progress(d: dict[str, Any]) -> None:
+    parts = [f"{k} {v:.1f}s" if k == "seconds" else
+             f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+             for k, v in d.items() if k != "phase"]
+    print(f"prove: {d.get('phase', '')}: " + ", ".join(parts), file=sys.stderr, flush=True)
+
+
+def _cmd_prove_scenario(args: argparse.Namespace) -> int:
+    """``prove --host FILE``: a scenario's runs are at most its N steps long, so BMC to
+    depth N over every interleaving of its threads is a proof (``checker/z3_scenario.py``)."""
+    from .report import dumps
+    from .scenario import ScenarioError, parse_file
+
+    if args.args or args.bmc or args.depth is not None or args.lemmas_used:
+        print("tdxcheck: error: --host FILE proves the scenario to its full length: key=value, "
+              "--bmc, --depth and --lemmas-used are for --host any", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        from .replay import universe_of
+        from .z3_scenario import (prove_scenario, scenario_json, scenario_text,
+                                  write_scenario_traces)
+
+        sc = parse_file(args.host)
+        known_checks(args.ablate, universe_of(sc))
+        result = prove_scenario(sc, timeout_ms=args.timeout_ms, ablate=args.ablate,
+                                invariants=args.invariant or None, faults=args.faults,
+                                progress=None if args.quiet else _prove_progress)
+    except ScenarioError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as e:
+        print(f"tdxcheck: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.trace_out:
+        write_scenario_traces(result, Path(args.trace_out))
+    if args.json:
+        print(dumps(scenario_json(result)))
+    else:
+        print(scenario_text(result, verbose=args.verbose))
     return int(result.exit_status)
 
 
@@ -627,8 +658,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "checking. Exit 0 proved (bmc: no violation within K), 1 violated or "
                         "not inductive, 2 bad input, 3 a solver timeout (unknown).")
     pv.add_argument("args", nargs="*", metavar="key=value", help="config overrides")
-    pv.add_argument("--host", default=None, metavar="any",
-                    help="the host program: any (the default; scenario files are not proved)")
+    pv.add_argument("--host", default=None, metavar="any|FILE",
+                    help="any (the default): every wrapper with every operand, by induction; "
+                    "FILE: a scenario's threads, every interleaving, proved to the scenario's "
+                    "full length by bounded model checking")
     pv.add_argument("--config", default="default", help="tiny | default | large")
     pv.add_argument("--faults", action="store_true", help="include every fault point")
     pv.add_argument("--ablate", action="append", default=[], metavar="CHECK",

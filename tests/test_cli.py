@@ -130,7 +130,7 @@ def test_check_host_kvm_json_and_trace_files(tmp_path: Path) -> None:
     (("replay", "--ablate", "nope"), "unknown module check 'nope'"),
     (("prove", "--config", "tiny", "--ablate", "nope"), "unknown module check"),
     (("prove", "--config", "tiny", "--invariant", "nope"), "unknown invariant"),
-    (("prove", "--host", "x.tdx"), "tdxcheck check x.tdx"),
+    (("prove", "--host", "x.tdx"), "x.tdx:0: cannot read"),
     (("mutants", "--only", "nope"), "unknown mutant"),
     (("ablate", "--host", "kvm", "a=1"), "named configurations"),
     (("ablate", "--check", "nope"), "unknown module check"),
@@ -213,3 +213,28 @@ def test_kvm_preempt_init_window_is_a_no_leak_finding(tmp_path: Path) -> None:
     rep = json.loads(r.stdout)
     assert r.returncode == 1 and rep["disagreements"] == [] and rep["mismatches"] == []
     assert {"no-leak"} == {v["invariant"] for v in rep["violations"]}
+
+
+def test_prove_host_file_agrees_with_check(tmp_path: Path) -> None:
+    """prove --host FILE: BMC to the scenario's length is a proof; same verdicts and shortest
+    lengths as check FILE; the trace it writes replays to the same violation."""
+    race = str(ROOT / "examples" / "race-flush-while-running.tdx")
+    p = run("prove", "--host", race, "--json", "-q", "--trace-out", str(tmp_path))
+    assert p.returncode == 1, p.stderr
+    res = {r["invariant"]: r for r in json.loads(p.stdout)["results"]}
+    assert res["expected-status"]["status"] == "violated"
+    assert res["deadlock"]["status"] == "violated"
+    assert res["flush-before-reclaim"]["status"] == "proved"
+    c = run("check", race, "--all", "--json", "-q")
+    assert c.returncode == 1
+    want = {v["invariant"]: v["length"] for v in json.loads(c.stdout)["violations"]}
+    assert want == {"expected-status": 11, "deadlock": 12}
+    assert {i: r["counterexample"]["length"] for i, r in res.items()
+            if r["status"] == "violated"} == want
+    assert sorted(f.stem for f in tmp_path.glob("*.tdx")) == ["deadlock", "expected-status"]
+    r = run("replay", str(tmp_path / "expected-status.tdx"), "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["mismatches"]
+    p = run("prove", "--host", str(ROOT / "examples" / "two-tds-threads.tdx"), "-q")
+    assert p.returncode == 0 and "all proved" in p.stdout
+    p = run("prove", "--host", race, "--bmc", "-q")
+    assert p.returncode == 2 and "--host any" in p.stderr

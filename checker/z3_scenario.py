@@ -1,0 +1,616 @@
+"""``tdxcheck prove --host FILE``: a scenario file's invariants proved with Z3, by bounded
+model checking to the scenario's own length (a complete proof: its threads are finite).
+
+The program is ``programs.ScenarioHost`` (what ``tdxcheck check FILE`` explores): the common
+prefix, then every interleaving of the threads' steps, each step one or more model actions
+(its ``fault=`` choice, or with ``faults`` every fault variant the explorer tries), its
+``-> STATUS`` expectation checked.  Every run has at most ``N`` steps (the number of steps
+in the file: each step moves one thread's program counter), so a BMC to depth ``N`` covers
+every run; an invariant no query at any depth ``<= N`` can break (and none timed out) is
+``proved``.  The unrolling, per depth ``k``:
+
+* the state: the model cells (``Z3Encoder`` bit-vectors; a cell whose term simplifies to a
+  value is kept as that value: the prefix is concrete) and one program counter per thread;
+* the edge chosen at ``k`` (``edge@k``, an edge id of ``ScenarioHost.edges``): only the
+  edges whose thread can be at that pc at depth ``k`` are encoded (the prefix runs first;
+  after it the threads' pcs sum to ``k - len(prefix)``); an edge may be taken when its
+  thread's pc is its position, the prefix is done (for a thread's edge), and each of its
+  actions is enabled (``Rule.enabled``) in turn, as ``ScenarioHost._run`` runs them;
+* the next state: each action's ``Z3Encoder.action`` (the rule data's Z3 reading, as the
+  any-host prover uses it) applied in order.
+
+As in the explorer (``explore.explore`` over ``ScenarioHost``): every invariant (host
+obligations too, ``Engine(u)``) is checked; a state that breaks a state invariant or leaves
+its range (``state-encoding``) is not expanded (paths run through in-range states where every
+state invariant holds); step invariants (each action's ``step_clauses``) and
+``expected-status`` are violations of a transition; ``deadlock`` is a state (not an error
+state) where some thread has steps left and no step can run.  The first depth at which a
+target's violation is satisfiable is its shortest violation: the model's edge choices are
+replayed on the concrete model (``ScenarioHost.apply_edge``, every state compared with the
+Z3 one) and returned as an ``explore.Counterexample`` over the ``ScenarioHost`` program, so
+``traces.scenario_tdx``/``itf`` write it (``write_scenario_traces``).
+
+A solver timeout is ``unknown``, never ``proved``.  The Z3 and the Python readings agree on
+in-range states; if ``state-encoding`` is not proved, no other target is reported proved
+(``unknown``, "assumes state-encoding"); violations found stay violations (each replayed).
+
+API: ``prove_scenario(sc, ...) -> ScenarioProveResult`` (a ``z3_prove.ProveResult``:
+``exit_status`` 0 all proved, 1 a violation, 3 only timeouts), ``scenario_text``,
+``scenario_json`` (``{"results": [{"invariant", "status", "seconds", ...}], ...}``) and
+``write_scenario_traces``.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import z3
+from tdxcheck.model.actions import Action
+from tdxcheck.model.status import TDX_SEAMCALL_STATUS_MASK, status_class
+from tdxcheck.properties import Clause, Invariant
+
+from .explore import Counterexample
+from .programs import ScenarioHost
+from .z3_encode import STATUS_BITS, Z3Encoder, enabled_term
+from .z3_prove import (
+    _TACTIC,
+    FAST_MS,
+    PROVED,
+    TYPING,
+    UNKNOWN,
+    VIOLATED,
+    Progress,
+    ProveResult,
+    QueryRecord,
+    TargetResult,
+)
+
+#: ``ProveResult.mode`` of a scenario proof
+SCENARIO = "scenario"
+EXPECTED = "expected-status"
+DEADLOCK = "deadlock"
+
+
+# ------------------------------------------------------------------ data
+@dataclass(frozen=True)
+class ScenarioConfig:
+    """Stands where ``ProveResult.config`` holds an any-host ``Config``: the scenario."""
+
+    name: str
+    text: str
+
+    def describe(self) -> str:
+        return self.text
+
+
+@dataclass
+class ScenarioProveResult(ProveResult):
+    """``ProveResult`` of a scenario: ``depth`` is the scenario's length ``N`` (the BMC
+    bound that makes the search complete), ``transitions`` its number of edges."""
+
+    file: str = ""
+    threads: list[str] = field(default_factory=list)
+    steps: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status == PROVED for r in self.results)
+
+    def program(self) -> ScenarioHost:  # type: ignore[override]
+        return self._ctx.prog
+
+    def labels(self, cx: Counterexample) -> list[str]:
+        from .check import labels_of
+
+        return labels_of(self.program(), cx)
+
+
+@dataclass
+class _Target:
+    id: str
+    kind: str  # "invariant" | "expected" | "deadlock" | "typing"
+    summary: str
+    inv: Invariant | None = None
+    clauses: list[Clause] = field(default_factory=list)
+
+
+@dataclass
+class _Move:
+    """One edge encoded from the state at one depth."""
+
+    eid: int
+    cond: Any  # Bool: the edge can be taken there
+    post: list[Any]  # model cells after its actions
+    step_viol: dict[str, Any]  # invariant id -> Bool: some action breaks a step clause
+    expected_viol: Any  # Bool or None: the status differs from ``-> STATUS``
+
+
+class _Unconfirmed(Exception):
+    """A model whose last state breaks the target in the Z3 reading but not concretely
+    (a cell out of range, where the readings part): no verdict."""
+
+
+# ------------------------------------------------------------------ context
+class _Ctx:
+    def __init__(self, sc: Any, faults: bool, ablate: Sequence[str],
+                 invariants: Sequence[str] | None) -> None:
+        self.sc = sc
+        self.prog = prog = ScenarioHost(sc, faults=faults, ablate=ablate)
+        self.engine = prog.engine  # every invariant, host obligations too (Engine(u))
+        self.u = u = prog.u
+        self.layout = lay = self.engine.layout
+        self.n = lay.size
+        self.enc = Z3Encoder(lay)
+        self.lens = [len(t) for t in prog.threads]
+        self.P = self.lens[0]
+        self.N = sum(self.lens)
+        self.pc_bits = max(2, (max(self.lens) + 1).bit_length())
+        self.bounds = self.enc.bounds
+        typing = _Target(TYPING, "typing", "every cell within its declared range")
+        inv_targets = [_Target(inv.id, "invariant", inv.summary, inv, inv.state_clauses(u))
+                       for inv in self.engine.invariants]
+        #: a path never runs through a state that breaks one of these (the explorer's
+        #: error states are not expanded)
+        self.path_targets = [t for t in inv_targets if t.clauses] + [typing]
+        all_targets = inv_targets + [
+            _Target(EXPECTED, "expected", "each step returns the status its -> STATUS "
+                    "expects"),
+            _Target(DEADLOCK, "deadlock", "no state where a thread has steps left and no "
+                    "step can run"),
+            typing]
+        if invariants is not None:
+            have = {t.id for t in all_targets}
+            bad = [i for i in invariants if i not in have]
+            if bad:
+                raise ValueError(f"unknown invariant(s): {', '.join(bad)} "
+                                 f"(have: {', '.join(sorted(have))})")
+        #: searched: the targets asked for, and state-encoding always (the other verdicts
+        #: rest on it); reported: those asked for
+        self.targets = [t for t in all_targets
+                        if invariants is None or t.id in invariants or t.kind == "typing"]
+        self.reported = [t.id for t in self.targets
+                         if invariants is None or t.id in invariants]
+        self._step_cls: dict[tuple[str, Action], list[Clause]] = {}
+
+    def step_clauses(self, inv: Invariant, a: Action) -> list[Clause]:
+        key = (inv.id, a)
+        cls = self._step_cls.get(key)
+        if cls is None:
+            cls = self._step_cls[key] = inv.step_clauses(self.u, a)
+        return cls
+
+    def possible(self, eid: int, k: int) -> bool:
+        """Can edge ``eid`` be taken at depth ``k`` at all (its thread at its pc)?"""
+        ti, pc, _acts, _fv = self.prog.edge_move[eid]
+        if ti == 0:
+            return pc == k
+        d = k - self.P
+        others = self.N - self.P - self.lens[ti]
+        return 0 <= pc <= d and d - pc <= others
+
+    def encode_move(self, eid: int, s: list[Any], pcs: list[Any]) -> _Move | None:
+        """Edge ``eid`` from the state ``s``/``pcs`` (``ScenarioHost._run`` as terms)."""
+        enc = self.enc
+        ti, pc, acts, fv = self.prog.edge_move[eid]
+        conds = [pcs[ti] == z3.BitVecVal(pc, self.pc_bits)]
+        if ti > 0:
+            conds.append(pcs[0] == z3.BitVecVal(self.P, self.pc_bits))
+        pc_ok = z3.simplify(z3.And(*conds))
+        if z3.is_false(pc_ok):
+            return None
+        cur = list(s)
+        en: list[Any] = [pc_ok]
+        viol: dict[str, list[Any]] = {}
+        status = None
+        for a, fault in zip(acts, fv, strict=True):
+            st, post, where = enc.action(self.engine, a, cur, fault)
+            en.append(enabled_term(where))
+            for inv in self.engine.invariants:
+                cls = self.step_clauses(inv, a)
+                if cls:
+                    viol.setdefault(inv.id, []).append(
+                        z3.Not(z3.And(*enc.clauses([c.ok for c in cls], cur, post))))
+            status = st if (a.is_seamcall or a.kind == "TDG.MEM.PAGE.ACCEPT") else None
+            cur = post
+        cond = z3.simplify(z3.And(*en))
+        if z3.is_false(cond):
+            return None
+        step = self.prog.threads[ti][pc]
+        exp = None
+        if step.expected is not None:
+            if status is None:
+                exp = z3.BoolVal(True)
+            elif step.expected_has_opid:
+                exp = status != z3.BitVecVal(step.expected, STATUS_BITS)
+            else:
+                exp = (status & z3.BitVecVal(TDX_SEAMCALL_STATUS_MASK, STATUS_BITS)) != \
+                    z3.BitVecVal(status_class(step.expected), STATUS_BITS)
+        return _Move(eid, cond, cur, {k: z3.Or(*v) for k, v in viol.items()}, exp)
+
+    # ---- concrete confirmation -----------------------------------------------------
+    def typing_violation(self, s: Sequence[int]) -> str | None:
+        lay = self.layout
+        for i, (v, b) in enumerate(zip(s, self.bounds, strict=True)):
+            if not 0 <= v <= b:
+                return f"{lay.label(i)} = {v} is outside its declared range (0..{b})"
+            kind = lay.field_of(i).kind
+            if isinstance(kind, type) and v not in {int(m) for m in kind}:
+                return f"{lay.label(i)} = {v} is not a value of {kind.__name__}"
+        for i, v in self.enc.fixed:
+            if s[i] != v:
+                return f"{lay.label(i)} = {s[i]} but the NULL page keeps {v}"
+        return None
+
+
+# ------------------------------------------------------------------ the unrolling
+class _Bmc:
+    def __init__(self, ctx: _Ctx, timeout_ms: int) -> None:
+        self.ctx = ctx
+        self.enc = ctx.enc
+        self.sol = z3.Solver()
+        self.timeout_ms = timeout_ms
+        self.states: list[list[Any]] = [self.enc.const_state(ctx.engine.initial())]
+        self.pcs: list[list[Any]] = [[z3.BitVecVal(0, ctx.pc_bits) for _ in ctx.lens]]
+        self.choices: list[Any] = []
+        self.moves: list[list[_Move]] = []  # moves[k]: the edges from state k
+        self.ebits = max(1, (len(ctx.prog.edges) - 1).bit_length())
+        self._terms: dict[tuple[int, str], Any] = {}
+
+    def holds(self, t: _Target, k: int) -> Any:
+        """``t``'s state clauses (or the typing) on state ``k``, one Bool (cached)."""
+        key = (k, t.id)
+        term = self._terms.get(key)
+        if term is None:
+            s = self.states[k]
+            if t.kind == "typing":
+                term = self.enc.typing(s, members=True)
+            else:
+                term = z3.And(*self.enc.clauses([c.ok for c in t.clauses], s))
+            term = self._terms[key] = z3.simplify(term)
+        return term
+
+    def encode_moves(self, k: int) -> None:
+        ctx = self.ctx
+        out = []
+        for eid in range(len(ctx.prog.edges)):
+            if ctx.possible(eid, k):
+                m = ctx.encode_move(eid, self.states[k], self.pcs[k])
+                if m is not None:
+                    out.append(m)
+        self.moves.append(out)
+
+    def constrain_path(self, k: int) -> None:
+        """State ``k`` is expanded: no state invariant broken, every cell in range."""
+        for t in self.ctx.path_targets:
+            term = self.holds(t, k)
+            if not z3.is_true(term):
+                self.sol.add(term)
+
+    def _value_or_var(self, t: Any, name: str, width: int) -> Any:
+        t = z3.simplify(t)
+        if z3.is_bv_value(t):
+            return t
+        v = z3.BitVec(name, width)
+        self.sol.add(v == t)
+        return v
+
+    def add_step(self, k: int) -> None:
+        """The edge taken from state ``k`` and state ``k + 1``."""
+        ctx = self.ctx
+        moves = self.moves[k]
+        e = z3.BitVec(f"edge@{k}", self.ebits)
+        self.choices.append(e)
+        self.sol.add(z3.Or(*[e == m.eid for m in moves]) if moves else z3.BoolVal(False))
+        for m in moves:
+            if not z3.is_true(m.cond):
+                self.sol.add(z3.Implies(e == m.eid, m.cond))
+        s, pcs = self.states[k], self.pcs[k]
+        nxt = []
+        lay = ctx.layout
+        for i in range(ctx.n):
+            t = s[i]
+            for m in reversed(moves):
+                if not z3.eq(m.post[i], s[i]):
+                    t = m.post[i] if len(moves) == 1 else z3.If(e == m.eid, m.post[i], t)
+            nxt.append(t if z3.eq(t, s[i]) else
+                       self._value_or_var(t, f"s{k + 1}.{lay.label(i)}", self.enc.width))
+        npcs = []
+        for ti in range(len(ctx.lens)):
+            t = pcs[ti]
+            for m in moves:
+                if ctx.prog.edge_move[m.eid][0] == ti:
+                    t = z3.If(e == m.eid, pcs[ti] + 1, t)
+            npcs.append(t if z3.eq(t, pcs[ti]) else
+                        self._value_or_var(t, f"pc{k + 1}.{ctx.prog.names[ti]}", ctx.pc_bits))
+        self.states.append(nxt)
+        self.pcs.append(npcs)
+
+    def violation(self, t: _Target, k: int) -> Any:
+        """A violation of ``t`` at depth ``k`` (state ``k``, or the step into it)."""
+        parts: list[Any] = []
+        prev = self.moves[k - 1] if k > 0 else []
+        e = self.choices[k - 1] if k > 0 else None
+        if t.kind == "typing":
+            parts.append(z3.Not(self.holds(t, k)))
+        elif t.kind == "invariant":
+            if t.clauses:
+                parts.append(z3.Not(self.holds(t, k)))
+            for m in prev:
+                v = m.step_viol.get(t.id)
+                if v is not None:
+                    parts.append(z3.And(e == m.eid, v))
+        elif t.kind == "expected":
+            for m in prev:
+                if m.expected_viol is not None:
+                    parts.append(z3.And(e == m.eid, m.expected_viol))
+        elif t.kind == "deadlock":
+            pcs = self.pcs[k]
+            unfinished = z3.Or(*[p != z3.BitVecVal(n, self.ctx.pc_bits)
+                                 for p, n in zip(pcs, self.ctx.lens, strict=True)])
+            clean = [self.holds(pt, k) for pt in self.ctx.path_targets]
+            parts.append(z3.And(unfinished, *clean, *[z3.Not(m.cond) for m in self.moves[k]]))
+        if not parts:
+            return None
+        g = z3.simplify(z3.Or(*parts))
+        return None if z3.is_false(g) else g
+
+    def check(self, goal: Any) -> tuple[str, Any]:
+        """``z3_prove._Bmc.check``: the incremental solver briefly, then a one-shot
+        bit-blasting solver with the rest of the timeout."""
+        sol = self.sol
+        sol.set("timeout", min(self.timeout_ms, FAST_MS))
+        sol.push()
+        sol.add(goal)
+        t0 = time.monotonic()
+        r = sol.check()
+        spent = (time.monotonic() - t0) * 1000
+        m = sol.model() if r == z3.sat else None
+        sol.pop()
+        sol.set("timeout", self.timeout_ms)
+        if r == z3.sat:
+            return "sat", m
+        if r == z3.unsat:
+            return "unsat", None
+        left = int(self.timeout_ms - spent)
+        if left <= 0:
+            return "unknown", None
+        one = _TACTIC.solver()
+        one.set("timeout", left)
+        one.add(*sol.assertions())
+        one.add(goal)
+        r = one.check()
+        if r == z3.sat:
+            return "sat", one.model()
+        return ("unsat" if r == z3.unsat else "unknown"), None
+
+    def trace(self, t: _Target, model: Any, k: int) -> Counterexample:
+        """Replay the model's edge choices on ``ScenarioHost``; confirm the violation."""
+        ctx, prog = self.ctx, self.ctx.prog
+        s = prog.initial()
+        states = [s]
+        path: list[tuple[int, int | None]] = []
+        last_viol: list[Any] = []
+        top = 1 << self.enc.width
+        for d in range(k):
+            eid = model.eval(self.choices[d], model_completion=True).as_long()
+            r = prog.apply_edge(s, eid)
+            if r is None:
+                raise AssertionError(f"scenario bmc trace step {d + 1} "
+                                     f"({prog.edges[eid].label}) is not enabled on the "
+                                     "concrete model")
+            want = self.enc.values(self.states[d + 1], model)
+            if tuple(v % top for v in r[2][: ctx.n]) != want:
+                raise AssertionError(f"scenario bmc trace step {d + 1} "
+                                     f"({prog.edges[eid].label}): the Z3 and the concrete "
+                                     "next states differ")
+            path.append((eid, r[1]))
+            s = r[2]
+            states.append(s)
+            last_viol = r[3]
+        msg = None
+        if t.kind == "typing":
+            msg = ctx.typing_violation(s[: ctx.n])
+        elif t.kind == "deadlock":
+            if not list(prog.successors(s)) and not prog.state_violations(s):
+                msg = prog.stuck(s)
+        else:
+            for v in [*last_viol, *prog.state_violations(s)]:
+                if v.invariant == t.id:
+                    msg = v.message
+                    break
+        if msg is None:
+            bad = ctx.typing_violation(s[: ctx.n])
+            if bad is not None and t.kind != "typing":
+                raise _Unconfirmed(
+                    f"a {k}-step run breaks it in the Z3 reading, but its last state has a "
+                    f"cell out of range ({bad}) and the model's reading does not break it")
+            raise AssertionError(f"scenario bmc trace for {t.id} does not break it when "
+                                 "replayed")
+        return Counterexample(t.id, msg, path, states)
+
+
+# ------------------------------------------------------------------ the entry point
+def prove_scenario(sc: Any, *, timeout_ms: int = 60_000, ablate: Sequence[str] = (),
+                   invariants: Sequence[str] | None = None, faults: bool = False,
+                   progress: Progress | None = None) -> ScenarioProveResult:
+    """Prove every invariant (or those in ``invariants``; ids as ``tdxcheck check FILE``
+    reports them, plus ``expected-status``, ``deadlock`` and ``state-encoding``) for every
+    interleaving of the scenario ``sc`` (a parsed ``scenario.Scenario``), by BMC to the
+    scenario's length.  ``faults``: every fault variant of every single-SEAMCALL step, as
+    ``check --faults``.  ``timeout_ms`` bounds each solver query; a timeout is ``unknown``.
+    """
+    t0 = time.monotonic()
+    ctx = _Ctx(sc, faults, ablate, invariants)
+    bmc = _Bmc(ctx, timeout_ms)
+    records: list[QueryRecord] = []
+    res = {t.id: TargetResult(t.id, t.kind, t.summary, PROVED) for t in ctx.targets}
+    open_ = list(ctx.targets)
+    for k in range(ctx.N + 1):
+        if k > 0:
+            bmc.constrain_path(k - 1)
+            bmc.add_step(k - 1)
+        if k < ctx.N:
+            bmc.encode_moves(k)
+        else:
+            bmc.moves.append([])  # every thread is done at depth N
+        goals = [(t, bmc.violation(t, k)) for t in open_]
+        goals = [(t, g) for t, g in goals if g is not None]
+        if goals:
+            t1 = time.monotonic()
+            answer, _m = bmc.check(z3.Or(*(g for _t, g in goals)))
+            dt = time.monotonic() - t1
+            records.append(QueryRecord("*", k, answer, dt, 0))
+            for t, _g in goals:
+                res[t.id].seconds += dt / len(goals)
+                res[t.id].queries += 1
+            if answer != "unsat":
+                for t, g in goals:
+                    t1 = time.monotonic()
+                    answer, model = bmc.check(g)
+                    dt = time.monotonic() - t1
+                    records.append(QueryRecord(t.id, k, answer, dt, 0))
+                    r = res[t.id]
+                    r.seconds += dt
+                    r.queries += 1
+                    if answer == "sat":
+                        try:
+                            r.counterexample = bmc.trace(t, model, k)
+                            r.status = VIOLATED
+                            r.note = (f"a {k}-step interleaving breaks it (shortest; "
+                                      "replayed on the model)")
+                        except _Unconfirmed as e:
+                            r.status, r.note = UNKNOWN, str(e)
+                        open_.remove(t)
+                    elif answer == "unknown":
+                        r.status = UNKNOWN
+                        r.note = f"a query at depth {k} timed out ({timeout_ms} ms)"
+                        open_.remove(t)
+        if progress is not None:
+            progress({"phase": "bmc", "depth": k, "of": ctx.N, "open": len(open_),
+                      "seconds": time.monotonic() - t0})
+        if not open_:
+            break
+    typing_ok = res[TYPING].status == PROVED
+    for r in res.values():
+        if r.status == PROVED:
+            if not typing_ok:
+                r.status = UNKNOWN
+                r.note = (f"not proved: the Z3 reading is the model's on in-range states, "
+                          f"and {TYPING} is not proved")
+            else:
+                r.note = f"no violation in any of the runs (at most {ctx.N} steps)"
+    seconds = time.monotonic() - t0
+    threads = list(sc.threads)
+    config = ScenarioConfig(str(sc.file), f"{sc.file}: every interleaving of "
+                            f"{len(threads)} thread(s), {ctx.N} step(s)")
+    return ScenarioProveResult(
+        config,  # type: ignore[arg-type]  # stands where an any-host Config stands
+        SCENARIO, ctx.N, faults, tuple(ablate), [res[i] for i in ctx.reported],
+        len(ctx.prog.edges), len(records), seconds, sum(q.seconds for q in records), 0,
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, timeout_ms, records, ctx,
+        file=str(sc.file), threads=threads, steps=ctx.N)
+
+
+# ------------------------------------------------------------------ reporters
+def scenario_text(result: ScenarioProveResult, verbose: bool = False) -> str:
+    """For people: one line per invariant (status, time, queries), then each violation as
+    the explorer prints it, then the totals."""
+    from .report import counterexample_text
+
+    r = result
+    out = [f"tdxcheck prove: {r.config.describe()}",
+           f"  bounded model checking to depth {r.depth} (every run: a complete proof)"]
+    extra = []
+    if r.faults:
+        extra.append("fault points on")
+    if r.ablate:
+        extra.append("ablated: " + ", ".join(r.ablate))
+    if extra:
+        out.append("  " + "; ".join(extra))
+    out.append(f"  {r.transitions} edges, per-query timeout {r.timeout_ms} ms")
+    out.append("")
+    width = max([len(t.invariant) for t in r.results] + [10])
+    for t in r.results:
+        out.append(f"  {t.invariant:<{width}}  {t.status:<9} {t.seconds:7.2f}s  "
+                   f"{t.queries:5d} queries")
+        if t.note and (t.status != PROVED or verbose):
+            out.append(f"      {t.note}")
+    prog = r.program()
+    for t in r.results:
+        cx = t.counterexample
+        if cx is not None:
+            out.append("")
+            out.append(f"[{t.invariant}] violated: found by bounded model checking "
+                       "(shortest) and replayed on the model")
+            out.append(counterexample_text(prog, cx, r.labels(cx)))
+    out.append("")
+    if verbose and r.records:
+        out.append("queries (target, answer, seconds, depth):")
+        for q in r.records:
+            out.append(f"  {q.target:<{width}} {q.answer:<8} {q.seconds:8.4f}s  "
+                       f"depth {q.edge}")
+        out.append("")
+    n_ok = sum(t.status == PROVED for t in r.results)
+    verdict = "all proved" if r.ok else (
+        "VIOLATED" if any(t.status == VIOLATED for t in r.results) else "NOT PROVED")
+    out.append(f"{verdict}: {n_ok}/{len(r.results)} proved; {r.queries} queries in "
+               f"{r.solver_seconds:.1f}s, depth {r.depth}, total {r.seconds:.1f}s, "
+               f"peak memory {r.peak_rss_mib:.0f} MiB")
+    return "\n".join(out)
+
+
+def scenario_json(result: ScenarioProveResult, queries: bool = False) -> dict[str, Any]:
+    """``{"results": [{"invariant", "status", "seconds", ...}], ...}`` as ``prove_json``."""
+    r = result
+    rows = []
+    for t in r.results:
+        row: dict[str, Any] = {"invariant": t.invariant, "status": t.status,
+                               "seconds": round(t.seconds, 4), "kind": t.kind,
+                               "queries": t.queries}
+        if t.counterexample is not None:
+            cx = t.counterexample
+            row["counterexample"] = {"message": cx.message, "length": cx.length,
+                                     "trace": r.labels(cx)}
+        if t.note:
+            row["note"] = t.note
+        rows.append(row)
+    out: dict[str, Any] = {
+        "mode": r.mode, "host": r.file, "threads": r.threads, "faults": r.faults,
+        "ablate": list(r.ablate), "depth": r.depth, "transitions": r.transitions,
+        "results": rows, "queries": r.queries, "solver_seconds": round(r.solver_seconds, 3),
+        "seconds": round(r.seconds, 3), "peak_rss_mib": round(r.peak_rss_mib, 1),
+        "ok": r.ok}
+    if queries:
+        out["query_log"] = [{"target": q.target, "answer": q.answer,
+                             "seconds": round(q.seconds, 5), "depth": q.edge}
+                            for q in r.records]
+    return out
+
+
+def write_scenario_traces(result: ScenarioProveResult, out: Any, title: str = ""
+                          ) -> list[list[str]]:
+    """Each violation as ``OUT/<invariant>.tdx`` (one interleaving, replayable) and
+    ``.itf.json``, as ``check.write_traces`` writes the explorer's; returns the paths."""
+    from pathlib import Path
+
+    from .traces import dumps_itf, itf, scenario_tdx
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    prog = result.program()
+    files = []
+    for cx in result.counterexamples:
+        base = out / cx.invariant
+        head = title or f"tdxcheck prove counterexample: {result.config.describe()}"
+        base.with_suffix(".tdx").write_text(scenario_tdx(prog, cx, head))
+        base.with_suffix(".itf.json").write_text(dumps_itf(itf(prog, cx, result.labels(cx))))
+        files.append([str(base.with_suffix(".tdx")), str(base.with_suffix(".itf.json"))])
+    return files
+
+
+__all__ = ["DEADLOCK", "EXPECTED", "SCENARIO", "ScenarioProveResult", "prove_scenario",
+           "scenario_json", "scenario_text", "write_scenario_traces"]
