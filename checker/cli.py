@@ -49,12 +49,10 @@ def builtin_scenario(name: str) -> Path:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import replay
+    from .engine import Engine
+    from .replay import replay, universe_of
     from .report import dumps, replay_json, replay_text
     from .scenario import ScenarioError, parse_file
-
-    from .engine import Engine
-    from .replay import universe_of
 
     path = args.file or str(builtin_scenario("kvm-lifecycle"))
     try:
@@ -333,7 +331,14 @@ def _cmd_prove(args: argparse.Namespace) -> int:
     if args.host not in (None, "any"):
         return _cmd_prove_scenario(args)
     try:
-        from .z3_prove import BMC, INDUCTION, prove, prove_json, prove_text, write_traces
+        from .z3_prove import (
+            BMC,
+            INDUCTION,
+            prove,
+            prove_json,
+            prove_text,
+            write_traces,
+        )
 
         config = _config_args(args)
         known_checks(args.ablate, config.universe())
@@ -375,8 +380,12 @@ def _cmd_prove_scenario(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         from .replay import universe_of
-        from .z3_scenario import (prove_scenario, scenario_json, scenario_text,
-                                  write_scenario_traces)
+        from .z3_scenario import (
+            prove_scenario,
+            scenario_json,
+            scenario_text,
+            write_scenario_traces,
+        )
 
         sc = parse_file(args.host)
         known_checks(args.ablate, universe_of(sc))
@@ -411,8 +420,15 @@ def _config_args(args: argparse.Namespace) -> Any:
 def _cmd_coverage(args: argparse.Namespace) -> int:
     import json
 
-    from .coverage import BaselineError, collect, compare, comparison_text, coverage_text
-    from .coverage import dumps, load
+    from .coverage import (
+        BaselineError,
+        collect,
+        compare,
+        comparison_text,
+        coverage_text,
+        dumps,
+        load,
+    )
 
     try:
         config = _config_args(args)

@@ -49,9 +49,7 @@ def random_step(rnd: random.Random) -> str:
             ops.append(f"td={rnd.choice(list(TDS))}")
         elif k is Kind.VP:
             ops.append(f"vp={rnd.choice(list(VPS))}")
-        elif k is Kind.PAGE:
-            ops.append(f"page={rnd.choice(PAGES)}")
-        elif k is Kind.PAGES:
+        elif k is Kind.PAGE or k is Kind.PAGES:
             ops.append(f"page={rnd.choice(PAGES)}")
         elif k is Kind.HKID:
             ops.append(f"hkid={rnd.choice((1, 2))}")

@@ -224,7 +224,7 @@ def explore(
     """
     t0 = time.monotonic()
     loops0 = getattr(prog, "self_loops", 0)
-    packing = Packing(prog.bounds(), getattr(prog, "counter_cells", lambda: [])())
+    packing = Packing(prog.bounds(), getattr(prog, "counter_cells", list)())
     pack, unpack, nbytes = packing.pack, packing.unpack, packing.nbytes
     # the program's fused successor function that also gives each successor's encoding
     # (symmetry needs the canonical state's encoding, so it always packs)

@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from tdxcheck.model.actions import Action, describe
-from tdxcheck.model.compile import NOT_ENABLED, compile_functions, new_gen, predicate_source
+from tdxcheck.model.compile import (
+    NOT_ENABLED,
+    compile_functions,
+    new_gen,
+    predicate_source,
+)
 from tdxcheck.model.enums import HostPage
 from tdxcheck.model.expr import Expr
 from tdxcheck.model.rule import LEAVES
@@ -28,6 +33,7 @@ from tdxcheck.model.steps import TD_EXIT_REASONS
 
 from .engine import Engine, Violation
 from .explore import Edge
+
 
 # ------------------------------------------------------------------ configurations
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ def observe_model(sc: Scenario, u: Universe, eng: Engine, s: State) -> dict[str,
     TDR is a TDR), per private HKID its KOT state and pool bit, per vp its TDVPS state and
     associated CPU (None unless its TDVPR is a TDVPR / it is associated)."""
     lay = eng.layout
-    get = lambda f, *i: s[lay.flat(f, i)]  # noqa: E731
+    get = lambda f, *i: s[lay.flat(f, i)]
     out: dict[str, int | None] = {}
     for name in u.pages:
         p = u.page_index(name)
@@ -227,7 +227,7 @@ def _lockstep(ex: object, sc: Scenario, u: Universe, eng: Engine, st: Step, idx:
     except StepNotEnabled:
         ex_status, ex_enabled = None, False
     if ex_enabled == not_enabled or (ex_enabled and ex_status != status):
-        show = lambda x, en: ("not enabled" if not en  # noqa: E731
+        show = lambda x, en: ("not enabled" if not en
                               else status_name(x) if x is not None else "-")
         out.append(Disagreement(idx, st.line, show(status, not not_enabled),
                                 show(ex_status, ex_enabled)))
@@ -261,4 +261,4 @@ def _why_not(a: Action) -> str:
     return "its precondition does not hold"
 
 
-__all__ = ["ReplayResult", "ReplayStep", "replay", "universe_of", "parse_status"]
+__all__ = ["ReplayResult", "ReplayStep", "parse_status", "replay", "universe_of"]

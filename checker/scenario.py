@@ -69,11 +69,11 @@ from tdxcheck.model.steps import (
 )
 
 __all__ = [
+    "SEAMCALL_LEAVES",
     "Config",
     "Scenario",
     "ScenarioError",
     "Step",
-    "SEAMCALL_LEAVES",
     "parse_file",
     "parse_text",
 ]

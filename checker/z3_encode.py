@@ -45,7 +45,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import z3
-
 from tdxcheck.model.actions import Action, rule_of, wrapper_pre
 from tdxcheck.model.compile import NOT_ENABLED
 from tdxcheck.model.expr import Bin, BoolOp, Const, Expr, In, Ite, NotE, Read
@@ -68,7 +67,7 @@ class _Env:
     """The states one expression reads (``pre``, and ``post`` for step clauses), with a
     memo of the nodes already encoded against them (keyed by node identity)."""
 
-    __slots__ = ("pre", "post", "memo")
+    __slots__ = ("memo", "post", "pre")
 
     def __init__(self, pre: Sequence[Term], post: Sequence[Term] | None) -> None:
         self.pre = pre

@@ -91,6 +91,37 @@ FRAME_RULE = True
 _TACTIC = z3.Then("simplify", "propagate-values", "solve-eqs", "elim-uncnstr", "simplify",
                   "bit-blast", "sat")
 
+
+def two_stage_check(sol: Any, goal: Any, timeout_ms: int) -> tuple[str, Any]:
+    """``goal`` on top of the incremental solver ``sol`` for at most ``FAST_MS``, then on a
+    one-shot bit-blasting solver (``_TACTIC``, much faster on deep unrollings) with the rest
+    of ``timeout_ms``: ("sat", model) | ("unsat", None) | ("unknown", None)."""
+    sol.set("timeout", min(timeout_ms, FAST_MS))
+    sol.push()
+    sol.add(goal)
+    t0 = time.monotonic()
+    r = sol.check()
+    spent = (time.monotonic() - t0) * 1000
+    m = sol.model() if r == z3.sat else None
+    sol.pop()
+    sol.set("timeout", timeout_ms)
+    if r == z3.sat:
+        return "sat", m
+    if r == z3.unsat:
+        return "unsat", None
+    left = int(timeout_ms - spent)
+    if left <= 0:
+        return "unknown", None
+    one = _TACTIC.solver()
+    one.set("timeout", left)
+    one.add(*sol.assertions())
+    one.add(goal)
+    r = one.check()
+    if r == z3.sat:
+        return "sat", one.model()
+    return ("unsat" if r == z3.unsat else "unknown"), None
+
+
 PROVED, VIOLATED, NOT_INDUCTIVE, UNKNOWN = "proved", "violated", "not-inductive", "unknown"
 #: bmc: no violation up to the depth searched (not a proof)
 NO_VIOLATION = "no-violation"
@@ -751,31 +782,7 @@ class _Bmc:
         """The unrolled relation and ``goal``: first on the incremental solver for at most
         ``FAST_MS``, then on a one-shot bit-blasting solver (``_TACTIC``, much faster on
         the deeper unrollings) with the rest of the timeout."""
-        sol = self.sol
-        sol.set("timeout", min(self.timeout_ms, FAST_MS))
-        sol.push()
-        sol.add(goal)
-        t0 = time.monotonic()
-        r = sol.check()
-        spent = (time.monotonic() - t0) * 1000
-        m = sol.model() if r == z3.sat else None
-        sol.pop()
-        sol.set("timeout", self.timeout_ms)
-        if r == z3.sat:
-            return "sat", m
-        if r == z3.unsat:
-            return "unsat", None
-        left = int(self.timeout_ms - spent)
-        if left <= 0:
-            return "unknown", None
-        one = _TACTIC.solver()
-        one.set("timeout", left)
-        one.add(*sol.assertions())
-        one.add(goal)
-        r = one.check()
-        if r == z3.sat:
-            return "sat", one.model()
-        return ("unsat" if r == z3.unsat else "unknown"), None
+        return two_stage_check(self.sol, goal, self.timeout_ms)
 
     def trace(self, t: Target, model: Any, k: int) -> Counterexample:
         """Replay the model's edge choices on the concrete model (``AnyHost.apply_edge``):

@@ -57,8 +57,6 @@ from .explore import Counterexample
 from .programs import ScenarioHost
 from .z3_encode import STATUS_BITS, Z3Encoder, enabled_term
 from .z3_prove import (
-    _TACTIC,
-    FAST_MS,
     PROVED,
     TYPING,
     UNKNOWN,
@@ -67,6 +65,7 @@ from .z3_prove import (
     ProveResult,
     QueryRecord,
     TargetResult,
+    two_stage_check,
 )
 
 #: ``ProveResult.mode`` of a scenario proof
@@ -359,33 +358,8 @@ class _Bmc:
         return None if z3.is_false(g) else g
 
     def check(self, goal: Any) -> tuple[str, Any]:
-        """``z3_prove._Bmc.check``: the incremental solver briefly, then a one-shot
-        bit-blasting solver with the rest of the timeout."""
-        sol = self.sol
-        sol.set("timeout", min(self.timeout_ms, FAST_MS))
-        sol.push()
-        sol.add(goal)
-        t0 = time.monotonic()
-        r = sol.check()
-        spent = (time.monotonic() - t0) * 1000
-        m = sol.model() if r == z3.sat else None
-        sol.pop()
-        sol.set("timeout", self.timeout_ms)
-        if r == z3.sat:
-            return "sat", m
-        if r == z3.unsat:
-            return "unsat", None
-        left = int(self.timeout_ms - spent)
-        if left <= 0:
-            return "unknown", None
-        one = _TACTIC.solver()
-        one.set("timeout", left)
-        one.add(*sol.assertions())
-        one.add(goal)
-        r = one.check()
-        if r == z3.sat:
-            return "sat", one.model()
-        return ("unsat" if r == z3.unsat else "unknown"), None
+        """``z3_prove.two_stage_check`` on this unrolling."""
+        return two_stage_check(self.sol, goal, self.timeout_ms)
 
     def trace(self, t: _Target, model: Any, k: int) -> Counterexample:
         """Replay the model's edge choices on ``ScenarioHost``; confirm the violation."""

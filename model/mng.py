@@ -11,7 +11,7 @@ from .checks import explicit_page, keyid_lines, td_state
 from .enums import KotState, OpState, PageType, TdLifecycle
 from .expr import If, Or
 from .rule import Ctx, Rule, RuleBuilder, leaf, set_, st
-from .state import S, TD_FIELDS
+from .state import TD_FIELDS, S
 from .status import OperandId, Status
 
 RCX, RDX = OperandId.RCX, OperandId.RDX

@@ -10,7 +10,7 @@ from .checks import explicit_page, held_by_running_vcpu, keyid_lines
 from .enums import KotState, PageType, TdLifecycle
 from .expr import AndNot, Expr, If, Not, Or, lift
 from .rule import Ctx, Effect, Rule, RuleBuilder, leaf, set_, st, when
-from .state import FIELDS, S, TD_ENTRY_FIELDS, TD_FIELDS, VP_FIELDS
+from .state import FIELDS, TD_ENTRY_FIELDS, TD_FIELDS, VP_FIELDS, S
 from .status import OperandId, Status
 
 RCX = OperandId.RCX

@@ -196,13 +196,13 @@ def leaf(
 
 
 __all__ = [
+    "LEAVES",
     "TRUE",
     "Assign",
     "Check",
     "Ctx",
     "Effect",
     "Fault",
-    "LEAVES",
     "LeafDef",
     "Rule",
     "RuleBuilder",

@@ -36,7 +36,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from .enums import HostPage, KotState, OpState, PageType, SeptState, TdLifecycle, VcpuState
+from .enums import (
+    HostPage,
+    KotState,
+    OpState,
+    PageType,
+    SeptState,
+    TdLifecycle,
+    VcpuState,
+)
 from .expr import Expr, Operand, Read, lift
 
 State = tuple[int, ...]

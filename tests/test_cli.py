@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tdxcheck.checker.cli import main
 
 ROOT = Path(__file__).parent.parent

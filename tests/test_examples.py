@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from tdxcheck.checker.replay import replay
 from tdxcheck.checker.scenario import parse_file
 
@@ -14,7 +13,7 @@ EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.tdx"))
 
 
 def _expectation(path: Path) -> str:
-    m = re.search(r"^# expect: (.+)$", path.read_text(), re.M)
+    m = re.search(r"^# expect: (.+)$", path.read_text(), re.MULTILINE)
     assert m, f"{path.name} has no '# expect:' comment"
     return m.group(1).strip()
 

@@ -11,15 +11,13 @@ from collections import deque
 from pathlib import Path
 
 import pytest
-
 from tdxcheck.checker.check import run_check
+from tdxcheck.checker.engine import Engine
 from tdxcheck.checker.explore import Limits, explore
 from tdxcheck.checker.programs import AnyHost, make_config
-from tdxcheck.checker.replay import replay
+from tdxcheck.checker.replay import replay, universe_of
 from tdxcheck.checker.scenario import parse_file, parse_text
 from tdxcheck.checker.symmetry import Symmetry
-from tdxcheck.checker.engine import Engine
-from tdxcheck.checker.replay import universe_of
 
 ROOT = Path(__file__).parent.parent
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from tdxcheck.checker.check import run_check
 from tdxcheck.checker.engine import Engine
 from tdxcheck.checker.programs import make_config

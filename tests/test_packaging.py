@@ -21,7 +21,7 @@ def test_every_subpackage_is_listed() -> None:
 
 
 def test_no_generic_top_level_names() -> None:
-    import tdxcheck.checker.cli  # noqa: F401
+    import tdxcheck.checker.cli
     import tdxcheck.properties  # noqa: F401
 
     for name in ("model", "checker", "properties"):

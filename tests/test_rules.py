@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
 from tdxcheck.checker.engine import Engine
 from tdxcheck.model import LEAVES
 from tdxcheck.model import checks as model_checks

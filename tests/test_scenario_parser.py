@@ -7,7 +7,6 @@ import textwrap
 from dataclasses import fields
 
 import pytest
-
 from tdxcheck.checker.scenario import (
     SEAMCALL_LEAVES,
     Config,

@@ -14,7 +14,6 @@ import pytest
 import z3
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as hs
-
 from tdxcheck.checker.engine import Engine
 from tdxcheck.checker.programs import any_host_actions
 from tdxcheck.checker.z3_encode import (
@@ -26,7 +25,12 @@ from tdxcheck.checker.z3_encode import (
     where_value,
 )
 from tdxcheck.model.actions import HOST_ACTIONS, Action, actions_for_step
-from tdxcheck.model.compile import NOT_ENABLED, compile_functions, new_gen, predicate_source
+from tdxcheck.model.compile import (
+    NOT_ENABLED,
+    compile_functions,
+    new_gen,
+    predicate_source,
+)
 from tdxcheck.model.enums import TdLifecycle
 from tdxcheck.model.expr import Const, Expr
 from tdxcheck.model.rule import LEAVES
@@ -635,7 +639,7 @@ def test_encoder_names_no_field_leaf_or_status() -> None:
             + list((ROOT / "properties").glob("*.py")):
         if path.name.startswith("z3_"):
             continue
-        if re.search(r"^\s*(import z3|from z3\b)", path.read_text(), re.M):
+        if re.search(r"^\s*(import z3|from z3\b)", path.read_text(), re.MULTILINE):
             importers.append(str(path.relative_to(ROOT)))
     assert importers == []
 
