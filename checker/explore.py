@@ -84,7 +84,7 @@ class Counterexample:
 @dataclass
 class ExploreResult:
     verdict: str
-    reason: str  # why incomplete, or ""
+    reason: str  # why incomplete; for a violated run, the limit that cut it short; or ""
     states: int
     transitions: int
     depth: int
@@ -440,7 +440,9 @@ def explore(
     while j > 0:
         deepest += 1
         j = parent[j]
-    return ExploreResult(verdict, reason if verdict == INCOMPLETE else "", n_states,
+    # a violated run keeps the limit that cut it short: with stop_at_first=False, more
+    # invariants may break than it found (reporters say so; ablation marks the row)
+    return ExploreResult(verdict, reason, n_states,
                          transitions, deepest, seconds, cxs, wit, peak, list(new_by_edge),
                          per_state, fp_p)
 

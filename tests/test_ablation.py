@@ -106,3 +106,13 @@ def test_a_limit_never_reads_as_nothing_breaks() -> None:
     assert "unknown (a limit hit before anything broke): mng.create.hkid_free" in text
     assert "0 break nothing" in text
     assert ablation_json(rows)["checks"][0]["why_nothing_breaks"] is None
+
+
+def test_a_violated_row_cut_by_a_limit_is_marked_partial() -> None:
+    from tdxcheck.checker.ablation import ablation_table
+    from tdxcheck.checker.explore import Limits
+
+    rows = run_ablation("any", "tiny", checks=["phymem.page_reclaim.teardown"],
+                        limits=Limits(max_states=500))
+    assert rows[0]["broken"] and rows[0]["limit"] == "state limit 500 reached"
+    assert "*: a limit cut the run short (state limit 500 reached)" in ablation_table(rows)
