@@ -367,7 +367,8 @@ def test_bmc_no_violation_when_unablated() -> None:
     assert "not a proof" in prove_text(r)
 
 
-def ablation_mismatches(check: str, broken: dict[str, int], bmc: bool = True) -> list[str]:
+def ablation_mismatches(check: str, broken: dict[str, int], bmc: bool = True,
+                        partial: bool = False) -> list[str]:
     """Issue §4 for one ablated module check, against the explorer's ablation row
     (``run_ablation(host="any", config_name="tiny")``: invariant -> shortest length,
     ``state-encoding`` included):
@@ -377,7 +378,10 @@ def ablation_mismatches(check: str, broken: dict[str, int], bmc: bool = True) ->
       invariant the explorer breaks is ``proved``;
     * BMC to the deepest of those lengths, over every invariant, finds exactly the
       explorer's invariants with the explorer's shortest lengths, each trace replaying on
-      the model."""
+      the model.
+
+    ``partial``: the explorer's run was cut by a limit; breadth-first, what it found has its
+    shortest length, but BMC may find more within that depth."""
     out = []
     r = prove(TINY, ablate=[check], confirm_depth=0)
     st = statuses(r)
@@ -391,7 +395,7 @@ def ablation_mismatches(check: str, broken: dict[str, int], bmc: bool = True) ->
         b = prove(TINY, mode="bmc", depth=max(broken.values()), ablate=[check])
         got = {t.invariant: t.counterexample.length for t in b.results
                if t.status == VIOLATED and t.counterexample is not None}
-        if got != broken:
+        if (got != broken) if not partial else any(got.get(i) != n for i, n in broken.items()):
             out.append(f"bmc {got} != explorer {broken} "
                        f"({ {t.invariant: t.note for t in b.results if t.note} })")
         out += [f"bmc: the {t.invariant} trace does not replay" for t in b.results
@@ -435,8 +439,13 @@ def test_every_breaking_ablation_is_caught_and_bmc_agrees() -> None:
     explorer breaks is proved, and BMC finds the explorer's invariants and shortest
     lengths (``ablation_mismatches``)."""
     from tdxcheck.checker.ablation import run_ablation
+    from tdxcheck.checker.explore import Limits
 
-    rows = [r for r in run_ablation(host="any", config_name="tiny") if r["broken"]]
+    # one ablation (RECLAIM without its TD_TEARDOWN check) has a very large state space:
+    # a time limit keeps it bounded, and its row is compared as partial
+    rows = [r for r in run_ablation(host="any", config_name="tiny",
+                                    limits=Limits(time_limit=60)) if r["broken"]]
     assert len(rows) >= 20
-    mismatches = [m for r in rows for m in ablation_mismatches(r["check"], r["broken"])]
+    mismatches = [m for r in rows for m in ablation_mismatches(
+        r["check"], r["broken"], partial=bool(r["limit"]))]
     assert mismatches == []
