@@ -326,7 +326,6 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
 def _cmd_prove(args: argparse.Namespace) -> int:
     """``prove``: Z3 induction (default) or ``--bmc --depth K`` for ``--host any``."""
-    from .report import dumps
 
     if args.host not in (None, "any"):
         return _cmd_prove_scenario(args)
@@ -352,12 +351,20 @@ def _cmd_prove(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    return _prove_output(args, result, write_traces, prove_json, prove_text)
+
+
+def _prove_output(args: argparse.Namespace, result: Any, write: Any, to_json: Any,
+                  to_text: Any) -> int:
+    """Trace files, then the JSON or the text; the exit status is the result's."""
+    from .report import dumps
+
     if args.trace_out:
-        write_traces(result, Path(args.trace_out))
+        write(result, Path(args.trace_out))
     if args.json:
-        print(dumps(prove_json(result)))
+        print(dumps(to_json(result)))
     else:
-        print(prove_text(result, verbose=args.verbose))
+        print(to_text(result, verbose=args.verbose))
     return int(result.exit_status)
 
 
@@ -371,7 +378,6 @@ def _prove_progress(d: dict[str, Any]) -> None:
 def _cmd_prove_scenario(args: argparse.Namespace) -> int:
     """``prove --host FILE``: a scenario's runs are at most its N steps long, so BMC to
     depth N over every interleaving of its threads is a proof (``checker/z3_scenario.py``)."""
-    from .report import dumps
     from .scenario import ScenarioError, parse_file
 
     if args.args or args.bmc or args.depth is not None or args.lemmas_used:
@@ -398,13 +404,7 @@ def _cmd_prove_scenario(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    if args.trace_out:
-        write_scenario_traces(result, Path(args.trace_out))
-    if args.json:
-        print(dumps(scenario_json(result)))
-    else:
-        print(scenario_text(result, verbose=args.verbose))
-    return int(result.exit_status)
+    return _prove_output(args, result, write_scenario_traces, scenario_json, scenario_text)
 
 
 def _config_args(args: argparse.Namespace) -> Any:

@@ -76,6 +76,7 @@ from tdxcheck.model.status import Status, status_class, status_name
 from .engine import Engine, Violation
 from .explore import Edge
 from .programs import counter_cells
+from .traces import raw_seamcall
 
 # --------------------------------------------------------------------------- configurations
 
@@ -1593,16 +1594,7 @@ def _scenario_line(prog: KvmHost, namer: Any, a: Action, fault: int | None,
         return f"{a.kind} page={u.page_name(o['page'])}"
     ldef = LEAVES.get(a.kind)
     if ldef is not None and ldef.hands and not a.clflush and ldef.family != "guest":
-        regs = []  # no CLFLUSH: the untyped form (the typed wrapper would flush)
-        for reg, operand in ldef.regs:
-            v = o.get(operand, 0)
-            if operand in ("tdr", "page", "tdvpr"):
-                regs.append(f"{reg}={u.page_name(v) if v else 0}")
-            elif operand == "gpa":
-                regs.append(f"{reg}=0x{o['gpa'] | o.get('level', 0):x}")
-            else:
-                regs.append(f"{reg}={v}")
-        text = f"seamcall {a.kind} {' '.join(regs)} cpu={a.cpu}"
+        text = raw_seamcall(a, u.page_name)  # no CLFLUSH: the typed wrapper would flush
     else:
         text = namer.step(a, before, prog.lay)
     if fault is not None:

@@ -9,6 +9,7 @@ one JSON object per state with the action that led to it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from tdxcheck.model.actions import Action
@@ -96,19 +97,26 @@ class _Namer:
                 return f"td_exit vp={name} reason={o['reason']}"
             return f"guest_accept vp={name} gpa=0x{o['gpa']:x}"
         if a.kind in LEAVES:  # the untyped form for what no bound struct can express
-            regs = []
-            for reg, operand in LEAVES[a.kind].regs:
-                v = o.get(operand, 0)
-                if operand in ("tdr", "page", "tdvpr"):
-                    regs.append(f"{reg}={pg(v) if v else 0}")
-                elif operand == "gpa":
-                    regs.append(f"{reg}=0x{o['gpa'] | o.get('level', 0):x}")
-                else:
-                    regs.append(f"{reg}={v}")
             handed = [pg(o[h]) for h in LEAVES[a.kind].hands if o.get(h)]
             pre = "".join(f"clflush page={h}\n" for h in handed)
-            return pre + f"seamcall {a.kind} {' '.join(regs)} cpu={a.cpu}"
+            return pre + raw_seamcall(a, pg)
         raise ValueError(f"cannot write {a.kind} as a scenario step")
+
+
+def raw_seamcall(a: Action, page_name: Callable[[int], str]) -> str:
+    """``a`` in the untyped form: ``seamcall LEAF rcx=... rdx=... cpu=N`` (its registers as
+    ``LEAVES[a.kind].regs`` lists them; no CLFLUSH of the pages it hands over)."""
+    o = a.kwargs
+    regs = []
+    for reg, operand in LEAVES[a.kind].regs:
+        v = o.get(operand, 0)
+        if operand in ("tdr", "page", "tdvpr"):
+            regs.append(f"{reg}={page_name(v) if v else 0}")
+        elif operand == "gpa":
+            regs.append(f"{reg}=0x{o['gpa'] | o.get('level', 0):x}")
+        else:
+            regs.append(f"{reg}={v}")
+    return f"seamcall {a.kind} {' '.join(regs)} cpu={a.cpu}"
 
 
 def _ablated(prog: Any) -> str:
