@@ -46,23 +46,30 @@ def check_names(u: Universe) -> list[str]:
 class _Encoded:
     """A program whose ``state_violations`` also names a state that left its encoding.
 
-    The explorer reports such a state as ``state-encoding`` itself, but then cannot rebuild
-    its trace (``rebuild`` looks for the invariant in ``state_violations``); an ablated
-    rule that drives a counter out of range needs both, so the program says it too."""
+    An ablated rule can drive a counter out of range or write the NULL page; the prover
+    reports that as ``state-encoding`` (``Layout.encoding_violation``), and so must the
+    explorer, with a trace (``rebuild`` looks for the invariant in ``state_violations``).
+    The program's own cells past the model's (a scenario's or kvm's host cells) must stay
+    within ``bounds()`` too."""
 
     def __init__(self, prog: Any) -> None:
         self._prog = prog
+        self._layout: Layout = prog.engine.layout
         self._bounds = prog.bounds()
-        self._counters = prog.counter_cells()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._prog, name)
 
     def state_violations(self, s: Any) -> list[Violation]:
         out: list[Violation] = list(self._prog.state_violations(s))
-        if any(x < 0 for x in s) or any(s[i] > self._bounds[i] for i in self._counters):
-            out = [*out, Violation("state-encoding", "a state cell left its declared range "
-                                   "(a counter below 0 or above its bound)", 0)]
+        n = self._layout.size
+        why = self._layout.encoding_violation(s[:n])
+        if why is None:
+            why = next((f"host cell {i - n} = {s[i]} is outside its range (0..{b})"
+                        for i, b in enumerate(self._bounds[n:], n) if not 0 <= s[i] <= b),
+                       None)
+        if why is not None:
+            out = [*out, Violation("state-encoding", why, 0)]
         return out
 
 

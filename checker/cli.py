@@ -165,11 +165,24 @@ def _cmd_check(args: argparse.Namespace) -> int:
             reached = [w for w, cx in r.witnesses.items() if cx is not None]
             print(f"witnesses reached: {len(reached)}/{len(r.witnesses)}"
                   + (f"; NOT reached: {', '.join(missing)}" if missing else ""))
+        if config is not None:
+            print(not_checked_text(config.universe()))
     if r.verdict == "violated" or missing:
         return EXIT_VIOLATED
     if r.verdict == "incomplete":
         return EXIT_INCOMPLETE
     return EXIT_OK
+
+
+def not_checked_text(u: Any) -> str:
+    """The ``--host any`` scope line: what a holds verdict does not cover."""
+    from .programs import not_covered, partly_covered
+
+    host = ", ".join(not_covered(u))
+    part = ", ".join(partly_covered(u))
+    return ("not checked by --host any (it makes SEAMCALLs only): the host's obligations "
+            f"{host}" + (f"; and the host clauses of {part}" if part else "")
+            + "; check a host with a scenario file or --host kvm")
 
 
 def _cmd_check_kvm(args: argparse.Namespace) -> int:

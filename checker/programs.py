@@ -30,6 +30,7 @@ from tdxcheck.model.rule import LEAVES
 from tdxcheck.model.state import Layout, Platform, State, Universe
 from tdxcheck.model.status import status_matches, status_name
 from tdxcheck.model.steps import TD_EXIT_REASONS
+from tdxcheck.properties import INVARIANTS, Invariant
 
 from .engine import Engine, Violation
 from .explore import Edge
@@ -191,6 +192,43 @@ def any_host_actions(u: Universe) -> list[tuple[Action, Expr | None]]:
         for g in u.gpas:
             add("guest_accept", "TDG.MEM.PAGE.ACCEPT", vp=v, gpa=g)
     return out
+
+
+def has_clauses(inv: Invariant, u: Universe, who: str,
+                acts: Sequence[tuple[Action, Expr | None]] | None = None) -> bool:
+    """Whether ``inv`` has a state or step clause kept by ``who`` ("module" or "host")
+    in ``u`` (step clauses over the any host's actions, or ``acts``)."""
+    if inv.state_clauses(u, who):
+        return True
+    return any(inv.step_clauses(u, a, who) for a, _g in (acts or any_host_actions(u)))
+
+
+def not_covered(u: Universe) -> dict[str, str]:
+    """The invariants ``--host any`` does not check in ``u``, each with why: no clause of
+    it is the module's (``Invariant.guarantee``/``Clause.by``) here, so it is the host's
+    obligation and the any host makes SEAMCALLs only; or no clause applies here.  An
+    invariant with both kinds of clause is checked for its module clauses
+    (``partly_covered``)."""
+    acts = any_host_actions(u)
+    out: dict[str, str] = {}
+    for inv in INVARIANTS:
+        if has_clauses(inv, u, "module", acts):
+            continue
+        if inv.guarantee == "host":
+            out[inv.id] = ("no clause is the module's in this configuration: the host's "
+                           "obligation (the any host makes SEAMCALLs only); check a host "
+                           "with 'prove --host FILE' or 'check --host kvm'")
+        else:
+            out[inv.id] = "no clause applies in this configuration"
+    return out
+
+
+def partly_covered(u: Universe) -> list[str]:
+    """Invariants checked for their module clauses only under ``--host any``: their host
+    clauses are the host's obligation (``prove --host FILE``, ``check``)."""
+    acts = any_host_actions(u)
+    return [inv.id for inv in INVARIANTS
+            if has_clauses(inv, u, "module", acts) and has_clauses(inv, u, "host", acts)]
 
 
 def _compile_guards(layout: Layout, guards: Sequence[Expr | None]) -> list[Any]:

@@ -80,8 +80,7 @@ class Z3Encoder:
 
     def __init__(self, layout: Layout, width: int | None = None) -> None:
         self.layout = layout
-        self.bounds: tuple[int, ...] = tuple(
-            layout.value_bound(layout.field_of(i)) for i in range(layout.size))
+        self.bounds: tuple[int, ...] = layout.bounds
         need = max(self.bounds, default=1).bit_length()
         if width is None:
             width = max(8, need + 1)
@@ -93,11 +92,8 @@ class Z3Encoder:
         self._zero = self.const(0)
         self._one = self.const(1)
         self._not_enabled = z3.BitVecVal(NOT_ENABLED % (1 << STATUS_BITS), STATUS_BITS)
-        init = layout.initial()
         #: (cell, value) that never change: the NULL page's non-zero cells (its PT_RSVD)
-        self.fixed: tuple[tuple[int, int], ...] = tuple(
-            (i, init[i]) for i in range(layout.size)
-            if layout.field_of(i).dim == "page" and self._index_in_field(i) == 0 and init[i] != 0)
+        self.fixed: tuple[tuple[int, int], ...] = layout.fixed_cells
 
     # ---- states --------------------------------------------------------------------
     def fresh_state(self, prefix: str) -> list[Term]:
@@ -248,10 +244,6 @@ class Z3Encoder:
         raise TypeError(f"unknown operator {op!r}")
 
     # ---- cells ---------------------------------------------------------------------
-    def _index_in_field(self, flat: int) -> int:
-        f = self.layout.field_of(flat)
-        return flat - self.layout.base[f.name]
-
     def _split(self, field: str, index: tuple[Expr, ...], env: _Env
                ) -> tuple[int, list[tuple[Term, int, int]]]:
         """The constant part of a cell's flat offset, and (term, stride, size) of each

@@ -77,7 +77,8 @@ from tdxcheck.properties.lemmas import LEMMAS
 
 from .engine import Engine
 from .explore import Counterexample
-from .programs import AnyHost, Config, any_host_actions
+from .programs import (AnyHost, Config, any_host_actions, has_clauses, not_covered,
+                       partly_covered)
 from .z3_encode import Z3Encoder, enabled_term
 
 #: the incremental solver's budget per goal before the goal goes to a one-shot solver (ms)
@@ -253,6 +254,19 @@ class ProveResult:
     timeout_ms: int
     records: list[QueryRecord] = field(default_factory=list)
     _ctx: Any = None
+    #: the invariants asked for (``--invariant``), or empty: all of them
+    only: tuple[str, ...] = ()
+
+    def scope(self) -> list[tuple[str, str]]:
+        """(invariant, why) for what this run does not prove: the invariants outside
+        ``--host any`` (``not_covered``), and those proved for their module clauses only
+        (``partly_covered``).  Empty when ``--invariant`` chose what to prove."""
+        if self.only or self._ctx is None:
+            return []
+        u = self._ctx.u
+        return [*self._ctx.not_covered.items(), *(
+            (i, "proved for the module's clauses only; the host clauses are the host's "
+                "obligation") for i in partly_covered(u))]
 
     @property
     def ok(self) -> bool:
@@ -337,11 +351,9 @@ class _Ctx:
                     self.trans.append(Transition(len(self.trans), a, k,
                                                  status_name(f.status), guard, label))
         # targets: the module invariants, the lemmas, state-encoding
-        by_id = {inv.id: inv for inv in INVARIANTS}
+        self.not_covered = not_covered(u)
         if invariants is not None:
-            unknown = [i for i in invariants if i not in by_id]
-            if unknown:
-                raise ValueError(f"unknown invariant(s): {', '.join(unknown)}")
+            self.check_ids(invariants)
         lem_by_id = {lm.id: lm for lm in LEMMAS}
         if lemmas is not None:
             unknown = [i for i in lemmas if i not in lem_by_id]
@@ -367,7 +379,18 @@ class _Ctx:
         self._state_fns: dict[str, Any] = {}
         self._step_fns: dict[tuple[str, Action], Any] = {}
         self.bounds = self.enc.bounds
-        self._members: dict[type, frozenset[int]] = {}
+
+    def check_ids(self, ids: Sequence[str]) -> None:
+        """ValueError unless every id names an invariant proved here (or state-encoding)."""
+        known = {inv.id for inv in INVARIANTS} | {TYPING}
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise ValueError(f"unknown invariant(s): {', '.join(unknown)} (have: "
+                             f"{', '.join(sorted(known - set(self.not_covered)))})")
+        outside = [i for i in ids if i in self.not_covered]
+        if outside:
+            raise ValueError("; ".join(f"{i} is not proved for --host any: "
+                                       f"{self.not_covered[i]}" for i in outside))
 
     def cell_typing(self, i: int, state: list[Any]) -> Any:
         """``Z3Encoder.typing`` of one cell (``state[i]``, a constant): the typing of the
@@ -381,9 +404,7 @@ class _Ctx:
         return t
 
     def _has_module_clauses(self, inv: Invariant) -> bool:
-        if inv.state_clauses(self.u, "module"):
-            return True
-        return any(inv.step_clauses(self.u, a, "module") for a, _g in any_host_actions(self.u))
+        return has_clauses(inv, self.u, "module")
 
     def _initial(self) -> State:
         lay = self.layout
@@ -426,20 +447,9 @@ class _Ctx:
         return fn, cls
 
     def typing_violation(self, s: State) -> str | None:
-        """``Z3Encoder.typing(members=True)`` in the concrete reading: every cell within
-        its bound, an enum cell a member of its enum, the NULL page's fixed cells kept."""
-        lay = self.layout
-        for i, (v, b) in enumerate(zip(s, self.bounds, strict=True)):
-            kind = lay.field_of(i).kind
-            if not 0 <= v <= b:
-                return (f"{lay.label(i)} = {v} is outside its declared range (0..{b})")
-            if isinstance(kind, type) and v not in self._members.setdefault(
-                    kind, frozenset(int(m) for m in kind)):
-                return f"{lay.label(i)} = {v} is not a value of {kind.__name__}"
-        for i, v in self.enc.fixed:
-            if s[i] != v:
-                return f"{lay.label(i)} = {s[i]} but the NULL page keeps {v}"
-        return None
+        """``Z3Encoder.typing(members=True)`` in the concrete reading
+        (``Layout.encoding_violation``)."""
+        return self.layout.encoding_violation(s)
 
     def z3_holds_initially(self, t: Target) -> bool:
         """``t``'s state clauses (or the typing) on the initial state, in the Z3 reading."""
@@ -929,7 +939,12 @@ def prove(config: Config, *, mode: str = INDUCTION, depth: int | None = None,
     if mode not in (INDUCTION, BMC):
         raise ValueError(f"unknown mode {mode!r} (have: {INDUCTION}, {BMC})")
     t0 = time.monotonic()
-    ctx = _Ctx(config, faults, ablate, invariants, lemmas if mode == INDUCTION else ())
+    # induction proves the named invariants together with every other hypothesis (each
+    # query assumes them all) and reports only the named ones; bmc searches the named ones
+    ctx = _Ctx(config, faults, ablate, invariants if mode == BMC else None,
+               lemmas if mode == INDUCTION else ())
+    if invariants is not None:
+        ctx.check_ids(invariants)
     records: list[QueryRecord] = []
     results: list[TargetResult] = []
     rounds = 0
@@ -951,11 +966,14 @@ def prove(config: Config, *, mode: str = INDUCTION, depth: int | None = None,
         results, rounds, depth = _induction(
             ctx, timeout_ms, confirm_depth if confirm_depth is not None else depth,
             confirm_seconds, progress, t0, records, cores)
+        if invariants is not None:
+            results = [r for r in results if r.invariant in invariants]
     seconds = time.monotonic() - t0
     return ProveResult(
         config, mode, depth, faults, tuple(ablate), results, len(ctx.trans),
         len(records), seconds, sum(r.seconds for r in records), rounds,
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, timeout_ms, records, ctx)
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, timeout_ms, records, ctx,
+        tuple(invariants or ()))
 
 
 def _induction(ctx: _Ctx, timeout_ms: int, confirm_depth: int | None,
@@ -1064,6 +1082,9 @@ def prove_text(result: ProveResult, verbose: bool = False) -> str:
     if extra:
         out.append("  " + "; ".join(extra))
     out.append(f"  {r.transitions} transitions, per-query timeout {r.timeout_ms} ms")
+    if r.only and r.mode == INDUCTION:
+        out.append("  shown: " + ", ".join(r.only) + "; proved together with every other "
+                   "invariant, lemma and state-encoding (each query assumes them all)")
     out.append("")
     width = max([len(t.invariant) for t in r.results] + [10])
     for t in r.results:
@@ -1088,6 +1109,13 @@ def prove_text(result: ProveResult, verbose: bool = False) -> str:
         if t.counterexample is not None:
             out.append("")
             out.append(_cx_text(r, t))
+    scope = r.scope()
+    if scope:
+        out.append("")
+        out.append("not proved by this run (--host any):")
+        for why in dict.fromkeys(w for _i, w in scope):
+            out.append("  " + ", ".join(i for i, w in scope if w == why) + ":")
+            out.append(f"      {why}")
     out.append("")
     if verbose and r.records:
         out.append("queries (target, edge, answer, seconds):")
@@ -1179,6 +1207,7 @@ def prove_json(result: ProveResult, queries: bool = False) -> dict[str, Any]:
     return {
         "mode": r.mode, "config": r.config.name, "faults": r.faults, "ablate": list(r.ablate),
         "depth": r.depth, "transitions": r.transitions, "results": rows,
+        "not_proved_here": [{"invariant": i, "why": why} for i, why in r.scope()],
         "queries": r.queries, "solver_seconds": round(r.solver_seconds, 3),
         "seconds": round(r.seconds, 3), "queries_per_second": round(r.queries_per_second, 1),
         "rounds": r.rounds, "peak_rss_mib": round(r.peak_rss_mib, 1), "ok": r.ok,

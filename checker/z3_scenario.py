@@ -232,17 +232,7 @@ class _Ctx:
 
     # ---- concrete confirmation -----------------------------------------------------
     def typing_violation(self, s: Sequence[int]) -> str | None:
-        lay = self.layout
-        for i, (v, b) in enumerate(zip(s, self.bounds, strict=True)):
-            if not 0 <= v <= b:
-                return f"{lay.label(i)} = {v} is outside its declared range (0..{b})"
-            kind = lay.field_of(i).kind
-            if isinstance(kind, type) and v not in {int(m) for m in kind}:
-                return f"{lay.label(i)} = {v} is not a value of {kind.__name__}"
-        for i, v in self.enc.fixed:
-            if s[i] != v:
-                return f"{lay.label(i)} = {s[i]} but the NULL page keeps {v}"
-        return None
+        return self.layout.encoding_violation(s)
 
 
 # ------------------------------------------------------------------ the unrolling

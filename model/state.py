@@ -32,6 +32,8 @@ reclaimed control page again, and the reset keeps dead data out of the state spa
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -186,6 +188,11 @@ TD_ENTRY_FIELDS = tuple(f.name for f in FIELDS if f.dim == "td_entry")
 VP_FIELDS = tuple(f.name for f in FIELDS if f.dim == "vp")
 
 
+@functools.cache
+def _members(kind: type) -> frozenset[int]:
+    return frozenset(int(m) for m in kind)  # type: ignore[attr-defined]
+
+
 class Layout:
     """Flat offsets of every field cell for one universe."""
 
@@ -332,6 +339,51 @@ class Layout:
         s = [0] * self.size
         s[self.flat("pt", (0,))] = int(PageType.PT_RSVD)  # the NULL page
         return tuple(s)
+
+    @functools.cached_property
+    def bounds(self) -> tuple[int, ...]:
+        """``value_bound`` of every cell, in cell order."""
+        return tuple(self.value_bound(self.field_of(i)) for i in range(self.size))
+
+    @functools.cached_property
+    def fixed_cells(self) -> tuple[tuple[int, int], ...]:
+        """(cell, value) pairs no rule may change: the NULL page's non-zero cells
+        (``pt == PT_RSVD``).  Page 0 stands for "no page" in every page operand."""
+        init = self.initial()
+        return tuple((i, init[i]) for i in range(self.size)
+                     if self._labels[i][1].dim == "page" and self._labels[i][2] == (0,)
+                     and init[i] != 0)
+
+    @functools.cached_property
+    def _gaps(self) -> tuple[tuple[int, frozenset[int]], ...]:
+        """Enum cells whose enum leaves values below its largest unused."""
+        out = []
+        for i in range(self.size):
+            kind = self._labels[i][1].kind
+            if isinstance(kind, type) and len(_members(kind)) != max(_members(kind)) + 1:
+                out.append((i, _members(kind)))
+        return tuple(out)
+
+    def encoding_violation(self, s: Sequence[int]) -> str | None:
+        """Why ``s`` (its model cells) is not a state of this layout, or None: the
+        ``state-encoding`` target.  Every cell lies in ``0..bounds``, an enum cell holds
+        a member of its enum, and the ``fixed_cells`` keep their values.  The Z3 reading
+        (``Z3Encoder.typing(members=True)``) states the same thing over bit-vectors."""
+        # the common case (a state in its encoding) at C speed; the loop below says why not
+        if (min(s, default=0) >= 0 and all(map(operator.le, s, self.bounds))
+                and all(s[i] in m for i, m in self._gaps) and
+                all(s[i] == v for i, v in self.fixed_cells)):
+            return None
+        for i, (v, b) in enumerate(zip(s, self.bounds, strict=True)):
+            if not 0 <= v <= b:
+                return f"{self.label(i)} = {v} is outside its declared range (0..{b})"
+            kind = self._labels[i][1].kind
+            if isinstance(kind, type) and v not in _members(kind):
+                return f"{self.label(i)} = {v} is not a value of {kind.__name__}"
+        for i, v in self.fixed_cells:
+            if s[i] != v:
+                return f"{self.label(i)} = {s[i]} but the NULL page keeps {v}"
+        return None
 
     def diff(self, a: State, b: State) -> list[tuple[int, int, int]]:
         return [(i, x, y) for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]

@@ -51,6 +51,15 @@ def test_counter_out_of_range_has_a_trace() -> None:
     assert r["broken"] == {"state-encoding": 9}
 
 
+def test_a_write_to_the_null_page_breaks_the_encoding() -> None:
+    """Without RANGE.BLOCK's entry-state check a never-mapped entry is blocked, and
+    PAGE.REMOVE then removes page 0 (the NULL page: ``pt`` leaves PT_RSVD).  The explorer
+    reports ``state-encoding`` as the prover does (``Layout.encoding_violation``), not just
+    the chldcnt mismatch of the same state."""
+    r = run_ablation("any", "tiny", checks=["mem.range_block.entry_state"])[0]
+    assert r["broken"] == {"chldcnt-matches-pages": 7, "state-encoding": 7}
+
+
 def test_table_and_json_say_why_nothing_breaks() -> None:
     rows = run_ablation("any", "tiny", checks=[FREEID, "mng.rd.op_state"])
     text = ablation_table(rows)

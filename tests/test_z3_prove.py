@@ -78,7 +78,10 @@ def replays(prove_result, cx) -> bool:  # type: ignore[no-untyped-def]
 def test_tiny_everything_proved(tiny_proof) -> None:  # type: ignore[no-untyped-def]
     r = tiny_proof
     st = statuses(r)
-    # tiny has one TD: no-double-assignment has no module clause there
+    # tiny has one TD: no-double-assignment has no module clause there (and is named)
+    assert {i for i, _w in r.scope()} == ({inv.id for inv in INVARIANTS} - MODULE_INVARIANTS
+                                          | {"no-double-assignment"})
+    assert "not proved by this run (--host any):" in prove_text(r)
     assert MODULE_INVARIANTS - {"no-double-assignment"} <= set(st)
     assert {lm.id for lm in LEMMAS} <= set(st) and TYPING in st
     assert set(st.values()) == {PROVED}, {k: v for k, v in st.items() if v != PROVED}
@@ -124,6 +127,29 @@ def test_every_module_invariant_is_a_target() -> None:
     ids = {t.id for t in ctx.targets if t.kind == "invariant"}
     with_module = {inv.id for inv in INVARIANTS if ctx._has_module_clauses(inv)}
     assert ids == with_module == MODULE_INVARIANTS
+
+
+def test_one_invariant_is_proved_with_every_other_hypothesis() -> None:
+    """``--invariant X`` reports X only, but each query still assumes every invariant,
+    lemma and state-encoding: alone, keyid-after-vpflushdone is not inductive."""
+    r = prove(TINY, invariants=["keyid-after-vpflushdone"])
+    assert statuses(r) == {"keyid-after-vpflushdone": PROVED} and r.exit_status == 0
+    assert "proved together with every other" in prove_text(r)
+    assert prove_json(r)["not_proved_here"] == []
+    alone = prove(TINY, invariants=["keyid-after-vpflushdone"], lemmas=[], confirm_depth=0)
+    assert statuses(alone)["keyid-after-vpflushdone"] == NOT_INDUCTIVE
+
+
+def test_what_the_any_host_does_not_prove_is_named() -> None:
+    """The host obligations are not the module's to keep: a full run names them (text and
+    JSON), and asking for one is a usage error that says why, not an empty "all proved"."""
+    ctx = _Ctx(make_config("default", {}), False, (), None, None)
+    host_only = {inv.id for inv in INVARIANTS} - MODULE_INVARIANTS
+    assert set(ctx.not_covered) == host_only
+    with pytest.raises(ValueError, match="no-leak is not proved for --host any: no clause"):
+        prove(TINY, invariants=["no-leak"])
+    with pytest.raises(ValueError, match="unknown invariant"):
+        prove(TINY, invariants=["no-such"])
 
 
 def test_faults_proved() -> None:
@@ -270,6 +296,16 @@ def test_concrete_typing_is_the_z3_typing() -> None:
         s[i] = v
         z = z3.simplify(ctx.enc.typing(ctx.enc.const_state(s), members=True))
         assert ctx.typing_violation(tuple(s)) is not None and z3.is_false(z), lay.label(i)
+    # and on random cell values, the two readings agree both ways
+    import random
+
+    rnd = random.Random(5)
+    for _ in range(300):
+        s = list(ctx.initial)
+        for i in rnd.sample(range(lay.size), 3):
+            s[i] = rnd.randrange(0, ctx.bounds[i] + 2)
+        z = z3.simplify(ctx.enc.typing(ctx.enc.const_state(s), members=True))
+        assert (ctx.typing_violation(tuple(s)) is None) == z3.is_true(z), s
 
 
 def test_cores_name_the_lemmas_used() -> None:
