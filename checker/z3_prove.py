@@ -77,8 +77,14 @@ from tdxcheck.properties.lemmas import LEMMAS
 
 from .engine import Engine
 from .explore import Counterexample
-from .programs import (AnyHost, Config, any_host_actions, has_clauses, not_covered,
-                       partly_covered)
+from .programs import (
+    AnyHost,
+    Config,
+    any_host_actions,
+    has_clauses,
+    not_covered,
+    partly_covered,
+)
 from .z3_encode import Z3Encoder, enabled_term
 
 #: the incremental solver's budget per goal before the goal goes to a one-shot solver (ms)
@@ -132,6 +138,8 @@ TYPING = "state-encoding"
 ASSUMES_TYPING = "assumes-typing"
 
 INDUCTION, BMC = "induction", "bmc"
+#: why an invariant with host clauses is proved in part
+PARTLY = "proved for the module's clauses only; the host clauses are the host's obligation"
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -265,8 +273,7 @@ class ProveResult:
             return []
         u = self._ctx.u
         return [*self._ctx.not_covered.items(), *(
-            (i, "proved for the module's clauses only; the host clauses are the host's "
-                "obligation") for i in partly_covered(u))]
+            (i, PARTLY) for i in partly_covered(u))]
 
     @property
     def ok(self) -> bool:
