@@ -23,7 +23,6 @@ from tdxcheck.model.actions import rule_of
 from tdxcheck.model.rule import Check, Ctx
 from tdxcheck.model.state import Layout, Universe
 
-from .engine import Violation
 from .explore import Limits, explore
 from .programs import AnyHost, any_host_actions, make_config
 from .symmetry import Symmetry
@@ -43,40 +42,10 @@ def check_names(u: Universe) -> list[str]:
     return names
 
 
-class _Encoded:
-    """A program whose ``state_violations`` also names a state that left its encoding.
-
-    An ablated rule can drive a counter out of range or write the NULL page; the prover
-    reports that as ``state-encoding`` (``Layout.encoding_violation``), and so must the
-    explorer, with a trace (``rebuild`` looks for the invariant in ``state_violations``).
-    The program's own cells past the model's (a scenario's or kvm's host cells) must stay
-    within ``bounds()`` too."""
-
-    def __init__(self, prog: Any) -> None:
-        self._prog = prog
-        self._layout: Layout = prog.engine.layout
-        self._bounds = prog.bounds()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._prog, name)
-
-    def state_violations(self, s: Any) -> list[Violation]:
-        out: list[Violation] = list(self._prog.state_violations(s))
-        n = self._layout.size
-        why = self._layout.encoding_violation(s[:n])
-        if why is None:
-            why = next((f"host cell {i - n} = {s[i]} is outside its range (0..{b})"
-                        for i, b in enumerate(self._bounds[n:], n) if not 0 <= s[i] <= b),
-                       None)
-        if why is not None:
-            out = [*out, Violation("state-encoding", why, 0)]
-        return out
-
-
 def _explore_any(config_name: str, check: str, limits: Limits,
                  overrides: dict[str, str]) -> Any:
     prog = AnyHost(make_config(config_name, overrides).universe(), ablate=[check])
-    return explore(_Encoded(prog), limits, stop_at_first=False,
+    return explore(prog, limits, stop_at_first=False,
                    canon=Symmetry(prog.engine.layout).canonical)
 
 
@@ -84,7 +53,7 @@ def _explore_kvm(config_name: str, check: str, limits: Limits, faults: bool) -> 
     from .kvm import KvmHost, kvm_config
 
     prog = KvmHost(kvm_config(config_name), faults=faults, ablate=[check])
-    return explore(_Encoded(prog), limits, stop_at_first=False)
+    return explore(prog, limits, stop_at_first=False)
 
 
 def run_ablation(host: str = "any", config_name: str = "tiny", *,
@@ -110,7 +79,7 @@ def run_ablation(host: str = "any", config_name: str = "tiny", *,
                              "configurations")
         u = kvm_config(config_name).universe()
     names = list(checks) if checks is not None else check_names(u)
-    # which checks refuse a call KVM makes (with the same faults): says why a silent one is
+    # which checks refuse a call KVM makes (with the same faults): why a silent one is silent
     refusals = kvm_refusals(config_name, faults) if host == "kvm" else None
     rows = []
     for i, name in enumerate(names):

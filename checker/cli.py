@@ -303,10 +303,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         from .kvm import kvm_config
         from .programs import make_config
 
-        bad = [a for a in args.args if "=" not in a]
-        if bad:
-            raise ValueError(f"expected key=value, got {' '.join(bad)}")
-        overrides = dict(a.split("=", 1) for a in args.args)
+        overrides = _overrides(args)
         if args.host == "kvm" and overrides:
             raise ValueError("key=value overrides apply to --host any; --host kvm has named "
                              "configurations")
@@ -420,14 +417,19 @@ def _cmd_prove_scenario(args: argparse.Namespace) -> int:
     return _prove_output(args, result, write_scenario_traces, scenario_json, scenario_text)
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    """The ``key=value`` arguments (ValueError on anything else)."""
+    bad = [a for a in args.args if "=" not in a]
+    if bad:
+        raise ValueError(f"expected key=value, got {' '.join(bad)}")
+    return dict(a.split("=", 1) for a in args.args)
+
+
 def _config_args(args: argparse.Namespace) -> Any:
     """``--config NAME`` with ``key=value`` overrides (ValueError on anything else)."""
     from .programs import make_config
 
-    bad = [a for a in args.args if "=" not in a]
-    if bad:
-        raise ValueError(f"expected key=value, got {' '.join(bad)}")
-    return make_config(args.config, dict(a.split("=", 1) for a in args.args))
+    return make_config(args.config, _overrides(args))
 
 
 def _cmd_coverage(args: argparse.Namespace) -> int:
@@ -549,6 +551,17 @@ def _cmd_conform(args: argparse.Namespace) -> int:
     return EXIT_OK if r.ok else EXIT_VIOLATED
 
 
+def _ablate_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ablate", action="append", default=[], metavar="CHECK",
+                   help="remove a module check by name (e.g. mng.key_freeid.wbinvd_done; "
+                   "tdxcheck ablate --list names them)")
+
+
+def _json_quiet(p: argparse.ArgumentParser, json_help: str = "print the result as JSON") -> None:
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tdxcheck", description="Model checker for the Intel TDX host/module rules.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -589,12 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-states", type=int, default=None)
     c.add_argument("--max-depth", type=int, default=None)
     c.add_argument("--time-limit", type=float, default=None, metavar="SECONDS")
-    c.add_argument("--ablate", action="append", default=[], metavar="CHECK",
-                   help="remove a module check by name (e.g. mng.key_freeid.wbinvd_done)")
+    _ablate_arg(c)
     c.add_argument("--trace-out", metavar="DIR",
                    help="write each counterexample as DIR/<invariant>.tdx and .itf.json")
-    c.add_argument("--json", action="store_true", help="print the result as JSON")
-    c.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _json_quiet(c)
     c.set_defaults(fn=_cmd_check)
 
     cv = sub.add_parser("coverage", help="what the explorer exercised: wrappers x statuses",
@@ -606,14 +617,12 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--host", choices=("any",), default="any", help="the host program (any)")
     cv.add_argument("--config", default="default", help="tiny | default | large")
     cv.add_argument("--faults", action="store_true", help="explore the fault points too")
-    cv.add_argument("--ablate", action="append", default=[], metavar="CHECK",
-                    help="remove a module check by name")
+    _ablate_arg(cv)
     cv.add_argument("--no-symmetry", action="store_true", help="turn symmetry reduction off")
     cv.add_argument("--baseline", metavar="FILE",
                     help="a saved coverage file: fail if something it reached is not reached")
     cv.add_argument("--save", metavar="FILE", help="write the coverage file (JSON)")
-    cv.add_argument("--json", action="store_true", help="print the coverage as JSON")
-    cv.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _json_quiet(cv, "print the coverage as JSON")
     cv.set_defaults(fn=_cmd_coverage)
 
     g = sub.add_parser("graph", help="the state graph or a projection of it",
@@ -641,8 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("-o", "--output", default="reports", metavar="DIR",
                     help="directory to write into (default: reports)")
     rp.add_argument("--faults", action="store_true", help="explore the fault points too")
-    rp.add_argument("--ablate", action="append", default=[], metavar="CHECK",
-                    help="remove a module check by name")
+    _ablate_arg(rp)
     rp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     rp.set_defaults(fn=_cmd_report)
 
@@ -654,9 +662,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "default | large")
     mu.add_argument("--only", action="append", default=[], metavar="NAME",
                     help="run only this mutant (repeatable)")
-    mu.add_argument("--json", action="store_true", help="print the result as JSON")
     mu.add_argument("-v", "--verbose", action="store_true", help="print each killing trace")
-    mu.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _json_quiet(mu)
     mu.set_defaults(fn=_cmd_mutants)
 
     ab = sub.add_parser("ablate", help="remove one module check at a time: what breaks",
@@ -676,8 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--max-states", type=int, default=None, help="per check")
     ab.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                     help="per check")
-    ab.add_argument("--json", action="store_true", help="print the result as JSON")
-    ab.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _json_quiet(ab)
     ab.set_defaults(fn=_cmd_ablate)
 
     pv = sub.add_parser("prove", help="Z3: the module invariants for runs of any length",
@@ -693,10 +699,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "full length by bounded model checking")
     pv.add_argument("--config", default="default", help="tiny | default | large")
     pv.add_argument("--faults", action="store_true", help="include every fault point")
-    pv.add_argument("--ablate", action="append", default=[], metavar="CHECK",
-                    help="remove a module check by name")
+    _ablate_arg(pv)
     pv.add_argument("--invariant", action="append", default=[], metavar="ID",
-                    help="prove only this invariant (repeatable)")
+                    help="show only this invariant (repeatable); induction still proves it "
+                    "together with every other invariant and lemma")
     pv.add_argument("--bmc", action="store_true", help="bounded model checking")
     pv.add_argument("--depth", type=int, default=None,
                     help="bmc depth (default 8); induction: how deep to look for a real "
@@ -707,9 +713,8 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--timeout-ms", type=int, default=60_000, help="per solver query")
     pv.add_argument("--trace-out", metavar="DIR",
                     help="write each violation as DIR/<invariant>.tdx and .itf.json")
-    pv.add_argument("--json", action="store_true", help="print the result as JSON")
     pv.add_argument("-v", "--verbose", action="store_true", help="per-query detail")
-    pv.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _json_quiet(pv)
     pv.set_defaults(fn=_cmd_prove)
 
     f = sub.add_parser("conform", help="random walks on the model and the executor in lockstep")

@@ -25,7 +25,7 @@ from typing import Protocol
 
 from tdxcheck.model.state import State
 
-from .engine import Engine, Violation
+from .engine import STATE_ENCODING, Engine, Violation
 
 HOLDS, VIOLATED, INCOMPLETE = "holds", "violated", "incomplete"
 
@@ -282,7 +282,7 @@ def explore(
     max_states = limits.max_states if limits.max_states is not None else 1 << 62
     max_depth = limits.max_depth if limits.max_depth is not None else 1 << 62
     deadline = t0 + limits.time_limit if limits.time_limit is not None else float("inf")
-    encoding = Violation("state-encoding", "a state cell left its declared range "
+    encoding = Violation(STATE_ENCODING, "a state cell left its declared range "
                          "(a counter below 0 or above its bound)", 0)
     while queue and not stop:
         key = queue.popleft()

@@ -75,7 +75,7 @@ from tdxcheck.model.status import status_name
 from tdxcheck.properties import INVARIANTS, Clause, Invariant
 from tdxcheck.properties.lemmas import LEMMAS
 
-from .engine import Engine
+from .engine import STATE_ENCODING, Engine
 from .explore import Counterexample
 from .programs import (
     AnyHost,
@@ -99,10 +99,9 @@ _TACTIC = z3.Then("simplify", "propagate-values", "solve-eqs", "elim-uncnstr", "
                   "bit-blast", "sat")
 
 
-def two_stage_check(sol: Any, goal: Any, timeout_ms: int) -> tuple[str, Any]:
-    """``goal`` on top of the incremental solver ``sol`` for at most ``FAST_MS``, then on a
-    one-shot bit-blasting solver (``_TACTIC``, much faster on deep unrollings) with the rest
-    of ``timeout_ms``: ("sat", model) | ("unsat", None) | ("unknown", None)."""
+def _incremental(sol: Any, goal: Any, timeout_ms: int) -> tuple[str, Any, float]:
+    """``goal`` on top of the incremental solver ``sol`` for at most ``FAST_MS``: the
+    answer, a model when sat, and the milliseconds spent."""
     sol.set("timeout", min(timeout_ms, FAST_MS))
     sol.push()
     sol.add(goal)
@@ -112,16 +111,17 @@ def two_stage_check(sol: Any, goal: Any, timeout_ms: int) -> tuple[str, Any]:
     m = sol.model() if r == z3.sat else None
     sol.pop()
     sol.set("timeout", timeout_ms)
-    if r == z3.sat:
-        return "sat", m
-    if r == z3.unsat:
-        return "unsat", None
-    left = int(timeout_ms - spent)
-    if left <= 0:
+    return ("sat" if r == z3.sat else "unsat" if r == z3.unsat else "unknown"), m, spent
+
+
+def _one_shot(assertions: Sequence[Any], goal: Any, timeout_ms: int) -> tuple[str, Any]:
+    """``assertions`` and ``goal`` on a fresh bit-blasting solver (``_TACTIC``, much
+    faster than the incremental one on deep unrollings and counting clauses)."""
+    if timeout_ms <= 0:
         return "unknown", None
     one = _TACTIC.solver()
-    one.set("timeout", left)
-    one.add(*sol.assertions())
+    one.set("timeout", timeout_ms)
+    one.add(*assertions)
     one.add(goal)
     r = one.check()
     if r == z3.sat:
@@ -129,11 +129,21 @@ def two_stage_check(sol: Any, goal: Any, timeout_ms: int) -> tuple[str, Any]:
     return ("unsat" if r == z3.unsat else "unknown"), None
 
 
+def two_stage_check(sol: Any, goal: Any, timeout_ms: int) -> tuple[str, Any]:
+    """``goal`` on top of the incremental solver ``sol`` for at most ``FAST_MS``, then on a
+    one-shot bit-blasting solver with the rest of ``timeout_ms``:
+    ("sat", model) | ("unsat", None) | ("unknown", None)."""
+    answer, m, spent = _incremental(sol, goal, timeout_ms)
+    if answer != "unknown":
+        return answer, m
+    return _one_shot(sol.assertions(), goal, int(timeout_ms - spent))
+
+
 PROVED, VIOLATED, NOT_INDUCTIVE, UNKNOWN = "proved", "violated", "not-inductive", "unknown"
 #: bmc: no violation up to the depth searched (not a proof)
 NO_VIOLATION = "no-violation"
 #: the pseudo-invariant "every cell in range" (the explorer's name for its violation)
-TYPING = "state-encoding"
+TYPING = STATE_ENCODING
 #: a hypothesis left without proof because ``state-encoding`` is not proved
 ASSUMES_TYPING = "assumes-typing"
 
@@ -577,7 +587,7 @@ class _Induction:
                                "failed": len(self.failed), "seconds": now - self.t0})
 
     def _core(self, h: Target, goals: list[Any]) -> None:
-        """The hypotheses an unsat query used (its unsat core, not minimised), added to
+        """The hypotheses an unsat query used (its minimised unsat core), added to
         ``uses[h]``; a goal the core solver does not settle in ``CORE_MS`` is counted in
         ``no_core`` (then every hypothesis may have been used)."""
         cs = self.core_sol
@@ -603,38 +613,18 @@ class _Induction:
         fresh solver that preprocesses and bit-blasts the whole query (``_TACTIC``), which
         is several times faster on those, with the full timeout.  A target whose goals
         keep falling through goes to the one-shot solver directly."""
-        sol = self.sol
         spent = 0.0
         fast_ok, slow = self.modes.get(target, (0, 0))
         if slow < 2 or slow * 3 < fast_ok:
-            fast = min(self.timeout_ms, FAST_MS)
-            sol.set("timeout", fast)
-            sol.push()
-            sol.add(negated_goal)
-            t0 = time.monotonic()
-            r = sol.check()
-            spent = (time.monotonic() - t0) * 1000
-            model = sol.model() if r == z3.sat else None
-            sol.pop()
-            sol.set("timeout", self.timeout_ms)
-            if r == z3.sat:
+            answer, model, spent = _incremental(self.sol, negated_goal, self.timeout_ms)
+            if answer == "sat":
                 return "sat", model
-            if r == z3.unsat:
+            if answer == "unsat":
                 self.modes[target] = (fast_ok + 1, slow)
                 return "unsat", None
             self.modes[target] = (fast_ok, slow + 1)
-        left = int(self.timeout_ms - spent)
-        if left <= 0:
-            return "unknown", None
-        one = _TACTIC.solver()
-        one.set("timeout", left)
-        one.add(*self.background)
-        one.add(*step_facts)
-        one.add(negated_goal)
-        r = one.check()
-        if r == z3.sat:
-            return "sat", one.model()
-        return ("unsat" if r == z3.unsat else "unknown"), None
+        return _one_shot([*self.background, *step_facts], negated_goal,
+                         int(self.timeout_ms - spent))
 
     def _goals(self, h: Target, tr: Transition, post: list[Any],
                changed: frozenset[int]) -> list[Any]:
@@ -829,7 +819,7 @@ class _Bmc:
         msg = ctx.concrete_violation(t, pre if path else None, s, a)
         if msg is None:
             if t.kind != "typing" and not ctx.in_range(s):
-                raise _Unconfirmed(
+                raise Unconfirmed(
                     f"a {k}-step run breaks it in the Z3 reading, but its last state has a "
                     f"cell out of range ({ctx.typing_violation(s)}) and the model's reading "
                     "does not break it there")
@@ -846,9 +836,44 @@ class _Found:
     note: str = ""
 
 
-class _Unconfirmed(Exception):
+class Unconfirmed(Exception):
     """A BMC model whose last state breaks the target in the Z3 reading but not in the
     concrete one (a cell out of range, where the readings part): no verdict."""
+
+
+def depth_queries(bmc: Any, goals: Sequence[tuple[Any, Any]], k: int,
+                  records: list[QueryRecord], stats: dict[str, Any],
+                  timeout: Callable[[], int] | None = None
+                  ) -> tuple[str, list[tuple[Any, str, Any]]]:
+    """The BMC queries at depth ``k``: one for every open goal together, and only when that
+    is not unsat, each goal (a (target, term) pair) on its own.  Returns the joint answer
+    and (target, answer, model) per goal asked alone; each query is recorded, its time and
+    count charged to ``stats[target.id]`` (``.seconds``, ``.queries``; the joint one
+    shared out).  ``timeout()`` gives each query's budget (else ``bmc.timeout_ms``); the
+    joint query that runs out of it is not split."""
+    if timeout is not None:
+        bmc.timeout_ms = timeout()
+    t1 = time.monotonic()
+    joint, _m = bmc.check(z3.Or(*(g for _t, g in goals)))
+    dt = time.monotonic() - t1
+    records.append(QueryRecord("*", k, joint, dt, 0))
+    for t, _g in goals:
+        stats[t.id].seconds += dt / len(goals)
+        stats[t.id].queries += 1
+    out: list[tuple[Any, str, Any]] = []
+    if joint == "unsat" or (joint == "unknown" and timeout is not None and timeout() <= 0):
+        return joint, out
+    for t, g in goals:
+        if timeout is not None:
+            bmc.timeout_ms = max(timeout(), 1)
+        t1 = time.monotonic()
+        answer, model = bmc.check(g)
+        dt = time.monotonic() - t1
+        records.append(QueryRecord(t.id, k, answer, dt, 0))
+        stats[t.id].seconds += dt
+        stats[t.id].queries += 1
+        out.append((t, answer, model))
+    return joint, out
 
 
 def _bmc_search(ctx: _Ctx, targets: list[Target], path_targets: list[Target], depth: int,
@@ -880,38 +905,22 @@ def _bmc_search(ctx: _Ctx, targets: list[Target], path_targets: list[Target], de
         goals = [(t, bmc.violation(t, k)) for t in open_]
         goals = [(t, g) for t, g in goals if g is not None]
         if goals:
-            # one query for every open target at this depth; only a sat one is split
-            bmc.timeout_ms = left_ms()
-            if bmc.timeout_ms <= 0:
+            if left_ms() <= 0:
                 break
-            t1 = time.monotonic()
-            answer, _m = bmc.check(z3.Or(*(g for _t, g in goals)))
-            dt = time.monotonic() - t1
-            records.append(QueryRecord("*", k, answer, dt, 0))
-            for t, _g in goals:
-                out[t.id].seconds += dt / len(goals)
-                out[t.id].queries += 1
-            if answer == "unknown" and budget is not None and left_ms() <= 0:
-                break  # out of time at this depth: it is not searched
-            if answer != "unsat":
-                for t, g in goals:
-                    bmc.timeout_ms = max(left_ms(), 1)
-                    t1 = time.monotonic()
-                    answer, model = bmc.check(g)
-                    dt = time.monotonic() - t1
-                    records.append(QueryRecord(t.id, k, answer, dt, 0))
-                    f = out[t.id]
-                    f.seconds += dt
-                    f.queries += 1
-                    if answer == "sat":
-                        try:
-                            f.status, f.trace = VIOLATED, bmc.trace(t, model, k)
-                        except _Unconfirmed as e:
-                            f.status, f.note = UNKNOWN, str(e)
-                        open_.remove(t)
-                    elif answer == "unknown":
-                        f.status = UNKNOWN
-                        open_.remove(t)
+            joint, alone = depth_queries(bmc, goals, k, records, out, left_ms)
+            if joint == "unknown" and left_ms() <= 0:
+                break  # out of the budget at this depth: it is not searched
+            for t, answer, model in alone:
+                f = out[t.id]
+                if answer == "sat":
+                    try:
+                        f.status, f.trace = VIOLATED, bmc.trace(t, model, k)
+                    except Unconfirmed as e:
+                        f.status, f.note = UNKNOWN, str(e)
+                    open_.remove(t)
+                elif answer == "unknown":
+                    f.status = UNKNOWN
+                    open_.remove(t)
         done = k
         if progress is not None:
             progress({"phase": "bmc", "depth": k, "of": depth, "open": len(open_),

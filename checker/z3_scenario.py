@@ -65,6 +65,8 @@ from .z3_prove import (
     ProveResult,
     QueryRecord,
     TargetResult,
+    Unconfirmed,
+    depth_queries,
     two_stage_check,
 )
 
@@ -126,11 +128,6 @@ class _Move:
     post: list[Any]  # model cells after its actions
     step_viol: dict[str, Any]  # invariant id -> Bool: some action breaks a step clause
     expected_viol: Any  # Bool or None: the status differs from ``-> STATUS``
-
-
-class _Unconfirmed(Exception):
-    """A model whose last state breaks the target in the Z3 reading but not concretely
-    (a cell out of range, where the readings part): no verdict."""
 
 
 # ------------------------------------------------------------------ context
@@ -229,10 +226,6 @@ class _Ctx:
                 exp = (status & z3.BitVecVal(TDX_SEAMCALL_STATUS_MASK, STATUS_BITS)) != \
                     z3.BitVecVal(status_class(step.expected), STATUS_BITS)
         return _Move(eid, cond, cur, {k: z3.Or(*v) for k, v in viol.items()}, exp)
-
-    # ---- concrete confirmation -----------------------------------------------------
-    def typing_violation(self, s: Sequence[int]) -> str | None:
-        return self.layout.encoding_violation(s)
 
 
 # ------------------------------------------------------------------ the unrolling
@@ -377,7 +370,7 @@ class _Bmc:
             last_viol = r[3]
         msg = None
         if t.kind == "typing":
-            msg = ctx.typing_violation(s[: ctx.n])
+            msg = ctx.layout.encoding_violation(s[: ctx.n])
         elif t.kind == "deadlock":
             if not list(prog.successors(s)) and not prog.state_violations(s):
                 msg = prog.stuck(s)
@@ -387,9 +380,9 @@ class _Bmc:
                     msg = v.message
                     break
         if msg is None:
-            bad = ctx.typing_violation(s[: ctx.n])
+            bad = ctx.layout.encoding_violation(s[: ctx.n])
             if bad is not None and t.kind != "typing":
-                raise _Unconfirmed(
+                raise Unconfirmed(
                     f"a {k}-step run breaks it in the Z3 reading, but its last state has a "
                     f"cell out of range ({bad}) and the model's reading does not break it")
             raise AssertionError(f"scenario bmc trace for {t.id} does not break it when "
@@ -424,35 +417,22 @@ def prove_scenario(sc: Any, *, timeout_ms: int = 60_000, ablate: Sequence[str] =
         goals = [(t, bmc.violation(t, k)) for t in open_]
         goals = [(t, g) for t, g in goals if g is not None]
         if goals:
-            t1 = time.monotonic()
-            answer, _m = bmc.check(z3.Or(*(g for _t, g in goals)))
-            dt = time.monotonic() - t1
-            records.append(QueryRecord("*", k, answer, dt, 0))
-            for t, _g in goals:
-                res[t.id].seconds += dt / len(goals)
-                res[t.id].queries += 1
-            if answer != "unsat":
-                for t, g in goals:
-                    t1 = time.monotonic()
-                    answer, model = bmc.check(g)
-                    dt = time.monotonic() - t1
-                    records.append(QueryRecord(t.id, k, answer, dt, 0))
-                    r = res[t.id]
-                    r.seconds += dt
-                    r.queries += 1
-                    if answer == "sat":
-                        try:
-                            r.counterexample = bmc.trace(t, model, k)
-                            r.status = VIOLATED
-                            r.note = (f"a {k}-step interleaving breaks it (shortest; "
-                                      "replayed on the model)")
-                        except _Unconfirmed as e:
-                            r.status, r.note = UNKNOWN, str(e)
-                        open_.remove(t)
-                    elif answer == "unknown":
-                        r.status = UNKNOWN
-                        r.note = f"a query at depth {k} timed out ({timeout_ms} ms)"
-                        open_.remove(t)
+            _joint, alone = depth_queries(bmc, goals, k, records, res)
+            for t, answer, model in alone:
+                r = res[t.id]
+                if answer == "sat":
+                    try:
+                        r.counterexample = bmc.trace(t, model, k)
+                        r.status = VIOLATED
+                        r.note = (f"a {k}-step interleaving breaks it (shortest; "
+                                  "replayed on the model)")
+                    except Unconfirmed as e:
+                        r.status, r.note = UNKNOWN, str(e)
+                    open_.remove(t)
+                elif answer == "unknown":
+                    r.status = UNKNOWN
+                    r.note = f"a query at depth {k} timed out ({timeout_ms} ms)"
+                    open_.remove(t)
         if progress is not None:
             progress({"phase": "bmc", "depth": k, "of": ctx.N, "open": len(open_),
                       "seconds": time.monotonic() - t0})

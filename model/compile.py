@@ -165,19 +165,20 @@ def compile_rule(rule: Rule, layout: Layout, pre: Sequence[Effect] = ()) -> Comp
 
 
 def predicate_source(name: str, clauses: Sequence[Expr], layout: Layout, gen: _Gen,
-                     two_state: bool) -> str:
-    """``def name(s[, n]) -> index of the first clause that does not hold, or -1``."""
+                     two_state: bool, on_fail: str = "{i}", on_ok: str = "-1") -> str:
+    """``def name(s[, n]) -> index of the first clause that does not hold, or -1``; or what
+    ``on_fail`` (formatted with the clause index ``i``) and ``on_ok`` give instead."""
     args = "s, n" if two_state else "s"
     out = [f"def {name}({args}):"]
     for i, c in enumerate(clauses):
         if isinstance(c, Const):
             if c.value:
                 continue
-            out.append(f"    return {i}")
+            out.append(f"    return {on_fail.format(i=i)}")
             return "\n".join(out)
         out.append(f"    if not {gen.ex(c)}:")
-        out.append(f"        return {i}")
-    out.append("    return -1")
+        out.append(f"        return {on_fail.format(i=i)}")
+    out.append(f"    return {on_ok}")
     return "\n".join(out)
 
 

@@ -356,7 +356,8 @@ class Layout:
 
     @functools.cached_property
     def _gaps(self) -> tuple[tuple[int, frozenset[int]], ...]:
-        """Enum cells whose enum leaves values below its largest unused."""
+        """Enum cells whose enum has unused values below its largest: the range check
+        alone does not rule those out."""
         out = []
         for i in range(self.size):
             kind = self._labels[i][1].kind

@@ -237,3 +237,17 @@ def test_prove_host_file_agrees_with_check(tmp_path: Path) -> None:
     assert p.returncode == 0 and "all proved" in p.stdout
     p = run("prove", "--host", race, "--bmc", "-q")
     assert p.returncode == 2 and "--host any" in p.stderr
+
+
+def test_check_ablate_out_of_encoding_has_a_replayable_trace(tmp_path: Path) -> None:
+    """``check --ablate`` of a check whose removal drives a counter past its bound: the
+    Engine reports ``state-encoding`` (as the prover does), so the trace is rebuilt, written
+    and replayed, instead of a traceback."""
+    abl = "vp.enter.vcpu_state"
+    p = run("check", "--config", "tiny", "--ablate", abl, "--all", "-q",
+            "--trace-out", str(tmp_path))
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "[state-encoding] violated after 9 step(s): td0.refcount1 = 2" in p.stdout
+    r = run("replay", str(tmp_path / "state-encoding.tdx"), "--ablate", abl, "-q")
+    assert r.returncode == 1 and "[state-encoding] violated at step" in r.stdout
+    assert "0 model/executor disagreement(s)" in r.stdout
