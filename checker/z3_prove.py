@@ -1085,18 +1085,19 @@ def _induction(ctx: _Ctx, timeout_ms: int, confirm_depth: int | None,
 
 
 # ------------------------------------------------------------------ reporters
+def options_lines(r: ProveResult) -> list[str]:
+    """The header line naming the options that change what was proved, if any."""
+    extra = (["fault points on"] if r.faults else []) + (
+        ["ablated: " + ", ".join(r.ablate)] if r.ablate else [])
+    return ["  " + "; ".join(extra)] if extra else []
+
+
 def prove_text(result: ProveResult, verbose: bool = False) -> str:
     """For people: one line per invariant and lemma (status, time, queries), then each
     counterexample to induction and each violation, then the totals."""
     r = result
-    out = [f"tdxcheck prove ({r.mode}): host any, config {r.config.describe()}"]
-    extra = []
-    if r.faults:
-        extra.append("fault points on")
-    if r.ablate:
-        extra.append("ablated: " + ", ".join(r.ablate))
-    if extra:
-        out.append("  " + "; ".join(extra))
+    out = [f"tdxcheck prove ({r.mode}): host any, config {r.config.describe()}",
+           *options_lines(r)]
     out.append(f"  {r.transitions} transitions, per-query timeout {r.timeout_ms} ms")
     if r.only and r.mode == INDUCTION:
         out.append("  shown: " + ", ".join(r.only) + "; proved together with every other "

@@ -67,6 +67,7 @@ from .z3_prove import (
     TargetResult,
     Unconfirmed,
     depth_queries,
+    options_lines,
     two_stage_check,
 )
 
@@ -467,14 +468,8 @@ def scenario_text(result: ScenarioProveResult, verbose: bool = False) -> str:
 
     r = result
     out = [f"tdxcheck prove: {r.config.describe()}",
-           f"  bounded model checking to depth {r.depth} (every run: a complete proof)"]
-    extra = []
-    if r.faults:
-        extra.append("fault points on")
-    if r.ablate:
-        extra.append("ablated: " + ", ".join(r.ablate))
-    if extra:
-        out.append("  " + "; ".join(extra))
+           f"  bounded model checking to depth {r.depth} (every run: a complete proof)",
+           *options_lines(r)]
     out.append(f"  {r.transitions} edges, per-query timeout {r.timeout_ms} ms")
     out.append("")
     width = max([len(t.invariant) for t in r.results] + [10])
