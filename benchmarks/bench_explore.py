@@ -20,9 +20,9 @@ import time
 import tracemalloc
 from collections import deque
 
-from tdxcheck.checker.explore import Limits, explore
-from tdxcheck.checker.programs import AnyHost, make_config
-from tdxcheck.checker.symmetry import Symmetry
+from tdxcheck.checker.explore.bfs import Limits, explore
+from tdxcheck.checker.explore.programs import AnyHost, make_config
+from tdxcheck.checker.explore.symmetry import Symmetry
 
 
 def naive(prog: AnyHost, time_limit: float,

@@ -23,7 +23,7 @@ import multiprocessing as mp
 import sys
 from typing import Any
 
-from tdxcheck.checker.programs import make_config
+from tdxcheck.checker.explore.programs import make_config
 
 NAMED = {
     "mid": ("default", {"tds": "3", "pages": "6", "hkids": "3"}),
@@ -44,7 +44,7 @@ def config_of(name: str) -> Any:
 
 
 def one(name: str, uses: bool, bmc_depth: int, q: Any) -> None:
-    from tdxcheck.checker.z3_prove import prove
+    from tdxcheck.checker.prove import prove
 
     cfg = config_of(name)
     faults = name.endswith(":faults")

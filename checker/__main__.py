@@ -1,3 +1,3 @@
-from .cli import main
+from tdxcheck.checker.cli import main
 
 raise SystemExit(main())

@@ -29,7 +29,7 @@ def known_checks(names: Sequence[str], u: Any) -> None:
     (a typo would otherwise remove nothing and report the unablated verdict)."""
     import difflib
 
-    from .ablation import check_names
+    from tdxcheck.checker.analyses.ablation import check_names
 
     if not names:
         return
@@ -49,10 +49,10 @@ def builtin_scenario(name: str) -> Path:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from .engine import Engine
-    from .replay import replay, universe_of
-    from .report import dumps, replay_json, replay_text
-    from .scenario import ScenarioError, parse_file
+    from tdxcheck.checker.explore.engine import Engine
+    from tdxcheck.checker.explore.replay import replay, universe_of
+    from tdxcheck.checker.output.report import dumps, replay_json, replay_text
+    from tdxcheck.checker.scenario import ScenarioError, parse_file
 
     path = args.file or str(builtin_scenario("kvm-lifecycle"))
     try:
@@ -87,11 +87,11 @@ def _progress_printer() -> Any:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .check import run_check
-    from .explore import Limits
-    from .programs import make_config
-    from .report import counterexample_text, dumps, explore_json
-    from .scenario import ScenarioError, parse_file
+    from tdxcheck.checker.explore.bfs import Limits
+    from tdxcheck.checker.explore.check import run_check
+    from tdxcheck.checker.explore.programs import make_config
+    from tdxcheck.checker.output.report import counterexample_text, dumps, explore_json
+    from tdxcheck.checker.scenario import ScenarioError, parse_file
 
     if args.host == "kvm":
         return _cmd_check_kvm(args)
@@ -114,7 +114,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 raise ValueError("key=value overrides apply to --host any; a scenario sets "
                                  "its own config line")
             sc = parse_file(files[0])
-            from .replay import universe_of
+            from tdxcheck.checker.explore.replay import universe_of
 
             known_checks(args.ablate, universe_of(sc))
         else:
@@ -145,7 +145,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"tdxcheck check: {run.title}")
         sym = "off"
         if run.symmetry:
-            from .symmetry import Symmetry
+            from tdxcheck.checker.explore.symmetry import Symmetry
 
             sym = f"on, {Symmetry(run.prog.engine.layout).group_order:,} renamings"
         print(f"verdict: {r.verdict}" + (f" ({r.reason})" if r.reason else ""))
@@ -176,7 +176,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def not_checked_text(u: Any) -> str:
     """The ``--host any`` scope line: what a holds verdict does not cover."""
-    from .programs import not_covered, partly_covered
+    from tdxcheck.checker.explore.programs import not_covered, partly_covered
 
     host = ", ".join(not_covered(u))
     part = ", ".join(partly_covered(u))
@@ -186,15 +186,16 @@ def not_checked_text(u: Any) -> str:
 
 
 def _cmd_check_kvm(args: argparse.Namespace) -> int:
-    """``check --host kvm``: KVM's protocol (``checker/kvm.py``) under every interleaving;
+    """``check --host kvm``: KVM's protocol (``checker/kvm/``) under every interleaving;
     every violated invariant gets its shortest trace (as ``--all``), leaks on KVM's error
     paths are listed apart (they do not change the exit status)."""
     import dataclasses
 
-    from .explore import Limits
-    from .kvm import KVM_CONFIGS, kvm_json, kvm_tdx, kvm_text, run_kvm, trace_of
-    from .report import counterexample_text, dumps
-    from .traces import dumps_itf, itf
+    from tdxcheck.checker.explore.bfs import Limits
+    from tdxcheck.checker.explore.traces import dumps_itf, itf
+    from tdxcheck.checker.kvm import KVM_CONFIGS, kvm_tdx, run_kvm, trace_of
+    from tdxcheck.checker.output.kvm_report import kvm_json, kvm_text
+    from tdxcheck.checker.output.report import counterexample_text, dumps
 
     if args.args:
         print(f"tdxcheck: error: --host kvm takes no scenario file or key=value overrides "
@@ -206,7 +207,7 @@ def _cmd_check_kvm(args: argparse.Namespace) -> int:
               "are stored exactly)", file=sys.stderr)
         return EXIT_USAGE
     try:
-        from .kvm import kvm_config
+        from tdxcheck.checker.kvm import kvm_config
 
         known_checks(args.ablate, kvm_config(args.config).universe())
         run = run_kvm(args.config, faults=args.faults, ablate=args.ablate,
@@ -260,8 +261,8 @@ def _cmd_check_kvm(args: argparse.Namespace) -> int:
 
 def _cmd_mutants(args: argparse.Namespace) -> int:
     """``mutants``: every seeded KVM bug explored; exit 1 if one survives."""
-    from .mutants import mutants_json, mutants_table, run_mutants
-    from .report import dumps
+    from tdxcheck.checker.analyses.mutants import mutants_json, mutants_table, run_mutants
+    from tdxcheck.checker.output.report import dumps
 
     def show(i: int, n: int, name: str) -> None:
         print(f"mutant {i + 1}/{n}: {name}", file=sys.stderr, flush=True)
@@ -289,9 +290,9 @@ def _cmd_mutants(args: argparse.Namespace) -> int:
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
     """``ablate``: remove one module check at a time; which invariants break."""
-    from .ablation import ablation_json, ablation_table, run_ablation
-    from .explore import Limits
-    from .report import dumps
+    from tdxcheck.checker.analyses.ablation import ablation_json, ablation_table, run_ablation
+    from tdxcheck.checker.explore.bfs import Limits
+    from tdxcheck.checker.output.report import dumps
 
     config = args.config or ("tiny" if args.host == "any" else "default")
 
@@ -299,9 +300,9 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         print(f"ablate {i + 1}/{n}: {name}", file=sys.stderr, flush=True)
 
     try:
-        from .ablation import check_names
-        from .kvm import kvm_config
-        from .programs import make_config
+        from tdxcheck.checker.analyses.ablation import check_names
+        from tdxcheck.checker.explore.programs import make_config
+        from tdxcheck.checker.kvm import kvm_config
 
         overrides = _overrides(args)
         if args.host == "kvm" and overrides:
@@ -340,14 +341,8 @@ def _cmd_prove(args: argparse.Namespace) -> int:
     if args.host not in (None, "any"):
         return _cmd_prove_scenario(args)
     try:
-        from .z3_prove import (
-            BMC,
-            INDUCTION,
-            prove,
-            prove_json,
-            prove_text,
-            write_traces,
-        )
+        from tdxcheck.checker.output.prove_report import prove_json, prove_text
+        from tdxcheck.checker.prove import BMC, INDUCTION, prove, write_traces
 
         config = _config_args(args)
         known_checks(args.ablate, config.universe())
@@ -367,7 +362,7 @@ def _cmd_prove(args: argparse.Namespace) -> int:
 def _prove_output(args: argparse.Namespace, result: Any, write: Any, to_json: Any,
                   to_text: Any) -> int:
     """Trace files, then the JSON or the text; the exit status is the result's."""
-    from .report import dumps
+    from tdxcheck.checker.output.report import dumps
 
     if args.trace_out:
         write(result, Path(args.trace_out))
@@ -387,21 +382,17 @@ def _prove_progress(d: dict[str, Any]) -> None:
 
 def _cmd_prove_scenario(args: argparse.Namespace) -> int:
     """``prove --host FILE``: a scenario's runs are at most its N steps long, so BMC to
-    depth N over every interleaving of its threads is a proof (``checker/z3_scenario.py``)."""
-    from .scenario import ScenarioError, parse_file
+    depth N over every interleaving of its threads is a proof (``checker/prove/scenario_bmc.py``)."""
+    from tdxcheck.checker.scenario import ScenarioError, parse_file
 
     if args.args or args.bmc or args.depth is not None or args.lemmas_used:
         print("tdxcheck: error: --host FILE proves the scenario to its full length: key=value, "
               "--bmc, --depth and --lemmas-used are for --host any", file=sys.stderr)
         return EXIT_USAGE
     try:
-        from .replay import universe_of
-        from .z3_scenario import (
-            prove_scenario,
-            scenario_json,
-            scenario_text,
-            write_scenario_traces,
-        )
+        from tdxcheck.checker.explore.replay import universe_of
+        from tdxcheck.checker.output.prove_report import scenario_json, scenario_text
+        from tdxcheck.checker.prove.scenario_bmc import prove_scenario, write_scenario_traces
 
         sc = parse_file(args.host)
         known_checks(args.ablate, universe_of(sc))
@@ -427,7 +418,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
 
 def _config_args(args: argparse.Namespace) -> Any:
     """``--config NAME`` with ``key=value`` overrides (ValueError on anything else)."""
-    from .programs import make_config
+    from tdxcheck.checker.explore.programs import make_config
 
     return make_config(args.config, _overrides(args))
 
@@ -435,7 +426,7 @@ def _config_args(args: argparse.Namespace) -> Any:
 def _cmd_coverage(args: argparse.Namespace) -> int:
     import json
 
-    from .coverage import (
+    from tdxcheck.checker.analyses.coverage import (
         BaselineError,
         collect,
         compare,
@@ -477,7 +468,7 @@ def _cmd_coverage(args: argparse.Namespace) -> int:
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
-    from .graphs import FORMATS, dot_available, graph, write
+    from tdxcheck.checker.output.graphs import FORMATS, dot_available, graph, write
 
     fmt = args.format
     if fmt is None:
@@ -509,7 +500,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .html_report import collect, write_report
+    from tdxcheck.checker.output.html_report import collect, write_report
 
     try:
         config = _config_args(args)
@@ -528,8 +519,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_conform(args: argparse.Namespace) -> int:
-    from .conform import conform
-    from .report import dumps
+    from tdxcheck.checker.analyses.conform import conform
+    from tdxcheck.checker.output.report import dumps
 
     r = conform(args.steps, args.seed)
     if args.json:
@@ -593,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let every SEAMCALL fail at each of its fault points")
     c.add_argument("--preempt-init", action="store_true",
                    help="--host kvm: let KVM_TDX_INIT_VCPU be preempted between TDH.VP.INIT and "
-                   "tdx->state = INITIALIZED and resume on another CPU (see checker/kvm.py)")
+                   "tdx->state = INITIALIZED and resume on another CPU (see checker/kvm/vcpu.py)")
     c.add_argument("--all", action="store_true",
                    help="one shortest trace per violated invariant (default: stop at first)")
     c.add_argument("--no-symmetry", action="store_true", help="turn symmetry reduction off")

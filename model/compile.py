@@ -3,7 +3,7 @@
 This is the concrete reading of the rule data: the generated code is the rule's checks in
 order, each ``if not (...): return (status, ...)``, then its effects, with every operand and
 every cell offset folded to a constant.  It is what the replay and the explorer run.  The
-Z3 back end reads the very same ``Rule`` objects instead (``checker/z3_encode.py``).
+Z3 back end reads the very same ``Rule`` objects instead (``checker/prove/encode.py``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The small expression language every rule, effect and invariant is written in.
 
 Rules are data: trees of these nodes over the state's fields.  ``model/compile.py`` turns a
-tree into Python source for the explorer and the replay; ``checker/z3_encode.py`` reads the
+tree into Python source for the explorer and the replay; ``checker/prove/encode.py`` reads the
 same tree as Z3 terms.  Nothing else interprets rules, so there is one definition of each
 (the mypyvy pattern: one AST, several interpreters; ``style-and-ecosystem.md`` §1.8).
 

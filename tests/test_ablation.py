@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from tdxcheck.checker.ablation import (
+from tdxcheck.checker.analyses.ablation import (
     ablation_json,
     ablation_table,
     check_names,
@@ -13,7 +13,7 @@ from tdxcheck.checker.ablation import (
     run_ablation,
     why_nothing_breaks,
 )
-from tdxcheck.checker.programs import make_config
+from tdxcheck.checker.explore.programs import make_config
 from tdxcheck.properties import INVARIANTS
 
 FREEID = "mng.key_freeid.wbinvd_done"
@@ -77,7 +77,7 @@ def test_table_and_json_say_why_nothing_breaks() -> None:
 
 @pytest.mark.slow
 def test_full_ablation_classifies_every_silent_check() -> None:
-    from tdxcheck.checker.explore import Limits
+    from tdxcheck.checker.explore.bfs import Limits
 
     for host in ("any", "kvm"):
         # RECLAIM without its TD_TEARDOWN check explodes: bounded, and it breaks things early
@@ -109,8 +109,8 @@ def test_kvm_silent_checks_say_whether_kvm_ever_meets_them() -> None:
 
 def test_a_limit_never_reads_as_nothing_breaks() -> None:
     """A run cut short by a limit is not "breaks nothing": it is unknown (or partial)."""
-    from tdxcheck.checker.ablation import ablation_json, ablation_table
-    from tdxcheck.checker.explore import Limits
+    from tdxcheck.checker.analyses.ablation import ablation_json, ablation_table
+    from tdxcheck.checker.explore.bfs import Limits
 
     rows = run_ablation("any", "tiny", checks=["mng.create.hkid_free"],
                         limits=Limits(max_states=50))
@@ -122,8 +122,8 @@ def test_a_limit_never_reads_as_nothing_breaks() -> None:
 
 
 def test_a_violated_row_cut_by_a_limit_is_marked_partial() -> None:
-    from tdxcheck.checker.ablation import ablation_table
-    from tdxcheck.checker.explore import Limits
+    from tdxcheck.checker.analyses.ablation import ablation_table
+    from tdxcheck.checker.explore.bfs import Limits
 
     rows = run_ablation("any", "tiny", checks=["phymem.page_reclaim.teardown"],
                         limits=Limits(max_states=500))

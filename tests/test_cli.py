@@ -202,7 +202,7 @@ def test_prove_exit_codes_and_json(tmp_path: Path) -> None:
 def test_kvm_preempt_init_window_is_a_no_leak_finding(tmp_path: Path) -> None:
     """KVM_TDX_INIT_VCPU preempted between TDH.VP.INIT and state := INITIALIZED: the later
     flushes miss the CPU the vCPU is associated with, and KVM leaks the HKID and the pages
-    with no module fault (opt-in: checker/kvm.py, preempt_init)."""
+    with no module fault (opt-in: checker/kvm/, preempt_init)."""
     p = run("check", "--host", "kvm", "--config", "tiny", "--preempt-init", "-q",
             "--trace-out", str(tmp_path))
     assert p.returncode == 1, p.stdout + p.stderr

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tdxcheck.checker.check import run_check
-from tdxcheck.checker.coverage import (
+from tdxcheck.checker.analyses.coverage import (
     Coverage,
     collect,
     compare,
@@ -23,7 +22,8 @@ from tdxcheck.checker.coverage import (
     load,
     wrapper_of,
 )
-from tdxcheck.checker.programs import AnyHost, make_config
+from tdxcheck.checker.explore.check import run_check
+from tdxcheck.checker.explore.programs import AnyHost, make_config
 from tdxcheck.model.compile import NOT_ENABLED
 from tdxcheck.model.status import status_name
 

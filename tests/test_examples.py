@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from tdxcheck.checker.replay import replay
+from tdxcheck.checker.explore.replay import replay
 from tdxcheck.checker.scenario import parse_file
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.tdx"))
@@ -54,8 +54,8 @@ def test_lifecycle_visits_every_lifecycle_state_and_ends_clean() -> None:
 def test_weakened_rule_is_caught_by_replay() -> None:
     """With FREEID's CACHE.WB check removed, a host that skips CACHE.WB frees an HKID whose
     lines are still dirty: keyid-after-vpflushdone catches it."""
-    from tdxcheck.checker.engine import Engine
-    from tdxcheck.checker.replay import universe_of
+    from tdxcheck.checker.explore.engine import Engine
+    from tdxcheck.checker.explore.replay import universe_of
 
     sc = parse_file(Path(__file__).parent.parent / "examples" / "bug-freeid-without-cache-wb.tdx")
     r = replay(sc, Engine(universe_of(sc), ablate={"mng.key_freeid.wbinvd_done"}))

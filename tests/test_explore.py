@@ -11,13 +11,13 @@ from collections import deque
 from pathlib import Path
 
 import pytest
-from tdxcheck.checker.check import run_check
-from tdxcheck.checker.engine import Engine
-from tdxcheck.checker.explore import Limits, explore
-from tdxcheck.checker.programs import AnyHost, make_config
-from tdxcheck.checker.replay import replay, universe_of
+from tdxcheck.checker.explore.bfs import Limits, explore
+from tdxcheck.checker.explore.check import run_check
+from tdxcheck.checker.explore.engine import Engine
+from tdxcheck.checker.explore.programs import AnyHost, make_config
+from tdxcheck.checker.explore.replay import replay, universe_of
+from tdxcheck.checker.explore.symmetry import Symmetry
 from tdxcheck.checker.scenario import parse_file, parse_text
-from tdxcheck.checker.symmetry import Symmetry
 
 ROOT = Path(__file__).parent.parent
 
@@ -266,7 +266,7 @@ def test_keyed_successors_match_successors(name: str, kw: dict) -> None:  # type
     """The explorer's fast path (fused code that also computes each successor's encoding
     and leaves out the ones already seen) gives the transitions ``successors`` gives, with
     the encoding ``Packing.pack`` gives (None where a cell left its range)."""
-    from tdxcheck.checker.explore import Packing
+    from tdxcheck.checker.explore.bfs import Packing
 
     prog = AnyHost(make_config(name, {}).universe(), **kw)
     pk = Packing(prog.bounds(), prog.counter_cells())

@@ -14,9 +14,9 @@ from typing import Any
 import networkx as nx
 import pytest
 from networkx.readwrite import json_graph
-from tdxcheck.checker import graphs
-from tdxcheck.checker.coverage import wrapper_of
-from tdxcheck.checker.programs import AnyHost, make_config
+from tdxcheck.checker.analyses.coverage import wrapper_of
+from tdxcheck.checker.explore.programs import AnyHost, make_config
+from tdxcheck.checker.output import graphs
 from tdxcheck.model.compile import NOT_ENABLED
 from tdxcheck.model.status import is_error, status_name
 

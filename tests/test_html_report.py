@@ -12,8 +12,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from tdxcheck.checker import html_report
-from tdxcheck.checker.programs import make_config
+from tdxcheck.checker.explore.programs import make_config
+from tdxcheck.checker.output import html_report
 
 ROOT = Path(__file__).parent.parent
 SECTIONS = ("configuration", "verdicts", "prove", "counterexamples", "mutants", "ablations",
@@ -108,7 +108,7 @@ def test_counterexample_section_has_steps_statuses_and_changes(tmp_path: Path) -
     assert f"--ablate {REMOVED}" in cx
     assert html_report.file_name(d) == f"tiny-ablate-{REMOVED}.html"
     # what the executor saw replaying it in lockstep with the model
-    from tdxcheck.checker.report_rows import consequences
+    from tdxcheck.checker.output.report_rows import consequences
 
     assert d.consequences and d.consequences[0] is not None
     cons = consequences(d.run.prog, d.run.result.violations[0])

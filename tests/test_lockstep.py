@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tdxcheck.checker.check import run_check
-from tdxcheck.checker.engine import Engine
-from tdxcheck.checker.programs import make_config
-from tdxcheck.checker.replay import replay, universe_of
+from tdxcheck.checker.explore.check import run_check
+from tdxcheck.checker.explore.engine import Engine
+from tdxcheck.checker.explore.programs import make_config
+from tdxcheck.checker.explore.replay import replay, universe_of
 from tdxcheck.checker.scenario import parse_file, parse_text
 
 ROOT = Path(__file__).parent.parent
@@ -69,7 +69,7 @@ def test_hkid_reuse_with_dirty_lines_shows_on_the_executor() -> None:
 
 
 def test_seeded_random_walks_agree() -> None:
-    from tdxcheck.checker.conform import conform
+    from tdxcheck.checker.analyses.conform import conform
 
     for seed in (1, 2):
         r = conform(10_000, seed)
@@ -78,7 +78,7 @@ def test_seeded_random_walks_agree() -> None:
 
 def test_conform_finds_and_shrinks_a_planted_disagreement(monkeypatch: pytest.MonkeyPatch) -> None:
     """A wrong executor (TRACK always BUSY) is caught and shrunk to a short reproducer."""
-    from tdxcheck.checker import conform as C
+    from tdxcheck.checker.analyses import conform as C
     from tdxcheck.checker.executor import runner
 
     real = runner.Executor.step

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from tdxcheck.checker.engine import Engine
+from tdxcheck.checker.explore.engine import Engine
 from tdxcheck.model import LEAVES
 from tdxcheck.model import checks as model_checks
 from tdxcheck.model.actions import HOST_ACTIONS, Action, describe

@@ -1,4 +1,4 @@
-"""The Z3 prover (checker/z3_prove.py): induction with lemmas, CTIs, BMC, and cross-checks
+"""The Z3 prover (checker/prove/): induction with lemmas, CTIs, BMC, and cross-checks
 against the explorer.  The default run uses the tiny configuration (and one full proof of
 ``default``); the deep runs (the larger configuration, every ablation) are marked slow."""
 
@@ -9,27 +9,25 @@ from pathlib import Path
 
 import pytest
 import z3
-from tdxcheck.checker.engine import Engine
-from tdxcheck.checker.explore import explore
-from tdxcheck.checker.programs import AnyHost, make_config
-from tdxcheck.checker.replay import replay, universe_of
-from tdxcheck.checker.scenario import parse_file
-from tdxcheck.checker.symmetry import Symmetry
-from tdxcheck.checker.traces import any_host_tdx, itf
-from tdxcheck.checker.z3_prove import (
+from tdxcheck.checker.explore.bfs import explore
+from tdxcheck.checker.explore.engine import Engine
+from tdxcheck.checker.explore.programs import AnyHost, make_config
+from tdxcheck.checker.explore.replay import replay, universe_of
+from tdxcheck.checker.explore.symmetry import Symmetry
+from tdxcheck.checker.explore.traces import any_host_tdx, itf
+from tdxcheck.checker.output.prove_report import prove_json, prove_text
+from tdxcheck.checker.prove import (
     NO_VIOLATION,
     NOT_INDUCTIVE,
     PROVED,
     TYPING,
     UNKNOWN,
     VIOLATED,
-    _Ctx,
     prove,
-    prove_json,
-    prove_text,
-    read_cells,
     write_traces,
 )
+from tdxcheck.checker.prove.common import _Ctx, read_cells
+from tdxcheck.checker.scenario import parse_file
 from tdxcheck.model.state import S
 from tdxcheck.properties import INVARIANTS, REGISTRY
 from tdxcheck.properties.lemmas import LEMMAS
@@ -107,7 +105,7 @@ def test_frame_rule_changes_no_verdict(monkeypatch, faults: bool) -> None:  # ty
     """Every (hypothesis, transition) pair the frame rule discharges (the transition writes
     no cell the clause reads; step clauses are always asked) is unsat when asked: with
     the rule off, every clause of every target is a goal of every transition."""
-    import tdxcheck.checker.z3_prove as zp
+    import tdxcheck.checker.prove.induction as zp
 
     with_frame = prove(TINY, faults=faults)
     monkeypatch.setattr(zp, "FRAME_RULE", False)
@@ -216,7 +214,7 @@ def test_transitions_equal_the_explorers_on_reachable_states(faults: bool) -> No
     explorer's gate gap, see ``explorer_gate_gaps``)."""
     import random
 
-    from tdxcheck.checker.z3_encode import enabled_term
+    from tdxcheck.checker.prove.encode import enabled_term
 
     ctx = _Ctx(TINY, faults, (), None, None)
     prog = ctx.program()
@@ -442,7 +440,7 @@ def ablation_mismatches(check: str, broken: dict[str, int], bmc: bool = True,
 @pytest.mark.parametrize("check", ["mng.key_config.hkid_assigned", "mng.addcx.page.pt"])
 def test_ablation_caught_and_bmc_agrees_with_the_explorer(check: str) -> None:
     """The quick subset of the full cross-check (slow: every check of tiny)."""
-    from tdxcheck.checker.ablation import run_ablation
+    from tdxcheck.checker.analyses.ablation import run_ablation
 
     row = run_ablation(host="any", config_name="tiny", checks=[check])[0]
     assert row["broken"] and row["verdict"] != "holds", row
@@ -474,8 +472,8 @@ def test_every_breaking_ablation_is_caught_and_bmc_agrees() -> None:
     exhaustively) is caught by prove as violated or not-inductive, no invariant the
     explorer breaks is proved, and BMC finds the explorer's invariants and shortest
     lengths (``ablation_mismatches``)."""
-    from tdxcheck.checker.ablation import run_ablation
-    from tdxcheck.checker.explore import Limits
+    from tdxcheck.checker.analyses.ablation import run_ablation
+    from tdxcheck.checker.explore.bfs import Limits
 
     # one ablation (RECLAIM without its TD_TEARDOWN check) has a very large state space:
     # a time limit keeps it bounded, and its row is compared as partial

@@ -1,4 +1,4 @@
-"""``prove --host FILE`` (checker/z3_scenario.py): BMC to the scenario's length is a proof,
+"""``prove --host FILE`` (checker/prove/scenario_bmc.py): BMC to the scenario's length is a proof,
 and agrees with the explorer (``check FILE``) on every verdict and shortest length."""
 
 from __future__ import annotations
@@ -8,18 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tdxcheck.checker.check import run_check
-from tdxcheck.checker.replay import replay
-from tdxcheck.checker.scenario import parse_file, parse_text
-from tdxcheck.checker.z3_prove import PROVED, UNKNOWN, VIOLATED
-from tdxcheck.checker.z3_scenario import (
+from tdxcheck.checker.explore.check import run_check
+from tdxcheck.checker.explore.replay import replay
+from tdxcheck.checker.output.prove_report import scenario_json, scenario_text
+from tdxcheck.checker.prove import PROVED, UNKNOWN, VIOLATED
+from tdxcheck.checker.prove.scenario_bmc import (
     DEADLOCK,
     EXPECTED,
     prove_scenario,
-    scenario_json,
-    scenario_text,
     write_scenario_traces,
 )
+from tdxcheck.checker.scenario import parse_file, parse_text
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

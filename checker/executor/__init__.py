@@ -1,12 +1,13 @@
 """The concrete executor: a byte-level TDX machine written independently of ``tdxcheck.model``.
 
-``machine.py`` is the platform (memory, caches, keys) and the TDX module's leaves;
-``wrappers.py`` the typed Linux SEAMCALL wrappers over it; ``runner.py`` the adapter the
-replay engine drives (``Executor``).  Only ``tdxcheck.model.steps`` and
-``tdxcheck.model.status`` are imported from the model.
+``platform.py`` is the hardware (memory, caches, keys), ``structures.py`` the module's
+structures, ``mng.py``/``vp.py``/``phymem.py``/``mem.py`` its leaves, ``machine.py`` the two
+together; ``wrappers.py`` the typed Linux wrappers; ``runner.py`` the replay adapter.
+Imports only ``tdxcheck.model.steps`` and ``tdxcheck.model.status``.
 """
 
-from .machine import Consequence, Machine
+from .machine import Machine
+from .platform import Consequence
 from .runner import ExecStep, Executor, StepNotEnabled
 from .wrappers import Page, TdxHost, TdxTd, TdxVp, seamcall, tdx_td, tdx_vp
 

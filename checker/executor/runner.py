@@ -43,7 +43,9 @@ from typing import Any
 from tdxcheck.model.status import parse_status, status_name
 from tdxcheck.model.steps import STEP_BY_NAME, TD_EXIT_REASONS
 
-from .machine import (
+from .machine import Machine
+from .platform import Consequence
+from .structures import (
     DEFAULT_CONFIG,
     KOT_ASSIGNED,
     KOT_FLUSHED,
@@ -54,8 +56,6 @@ from .machine import (
     PT_RSVD,
     PT_TDR,
     PT_TDVPR,
-    Consequence,
-    Machine,
 )
 from .wrappers import Page, TdxHost, TdxTd, TdxVp
 

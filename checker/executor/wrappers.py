@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .machine import LEAF, LINE, LINES_PER_PAGE, Machine
+from .machine import Machine
+from .structures import LEAF, LINE, LINES_PER_PAGE
 
 __all__ = [
     "Page",

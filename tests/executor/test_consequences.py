@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from tdxcheck.checker.executor import Executor
-from tdxcheck.checker.executor.machine import LINE
+from tdxcheck.checker.executor.structures import LINE
 
 Host = Any
 

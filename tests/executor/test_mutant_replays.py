@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tdxcheck.checker.explore import Limits, explore
+from tdxcheck.checker.analyses.mutants import MUTANTS
+from tdxcheck.checker.explore.bfs import Limits, explore
+from tdxcheck.checker.explore.replay import replay
 from tdxcheck.checker.kvm import KvmHost, kvm_config, kvm_tdx
-from tdxcheck.checker.mutants import MUTANTS
-from tdxcheck.checker.replay import replay
 from tdxcheck.checker.scenario import parse_file
 
 
@@ -32,8 +32,8 @@ def _replay_all(prog: KvmHost, tmp_path: Path, tag: str) -> list[str]:
 
 
 def _engine(sc: object, prog: KvmHost) -> object:
-    from tdxcheck.checker.engine import Engine
-    from tdxcheck.checker.replay import universe_of
+    from tdxcheck.checker.explore.engine import Engine
+    from tdxcheck.checker.explore.replay import universe_of
 
     return Engine(universe_of(sc), ablate=prog.engine.ablate)  # type: ignore[arg-type]
 

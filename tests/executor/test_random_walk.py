@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 from tdxcheck.checker.executor import Executor, StepNotEnabled
-from tdxcheck.checker.executor.machine import LEAF
+from tdxcheck.checker.executor.structures import LEAF
 from tdxcheck.model.status import status_name
 from tdxcheck.model.steps import STEP_BY_NAME, STEPS, Kind
 

@@ -23,7 +23,7 @@ from tdxcheck.checker.executor import (
     tdx_td,
     tdx_vp,
 )
-from tdxcheck.checker.executor.machine import LEAF
+from tdxcheck.checker.executor.structures import LEAF
 from tdxcheck.model.status import Status, parse_status
 from tdxcheck.model.steps import STEPS
 

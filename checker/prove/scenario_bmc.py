@@ -34,7 +34,7 @@ A solver timeout is ``unknown``, never ``proved``.  The Z3 and the Python readin
 in-range states; if ``state-encoding`` is not proved, no other target is reported proved
 (``unknown``, "assumes state-encoding"); violations found stay violations (each replayed).
 
-API: ``prove_scenario(sc, ...) -> ScenarioProveResult`` (a ``z3_prove.ProveResult``:
+API: ``prove_scenario(sc, ...) -> ScenarioProveResult`` (a ``common.ProveResult``:
 ``exit_status`` 0 all proved, 1 a violation, 3 only timeouts), ``scenario_text``,
 ``scenario_json`` (``{"results": [{"invariant", "status", "seconds", ...}], ...}``) and
 ``write_scenario_traces``.
@@ -49,14 +49,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import z3
+from tdxcheck.checker.explore.bfs import Counterexample
+from tdxcheck.checker.explore.programs import ScenarioHost
 from tdxcheck.model.actions import Action
 from tdxcheck.model.status import TDX_SEAMCALL_STATUS_MASK, status_class
 from tdxcheck.properties import Clause, Invariant
 
-from .explore import Counterexample
-from .programs import ScenarioHost
-from .z3_encode import STATUS_BITS, Z3Encoder, enabled_term
-from .z3_prove import (
+from .bmc import Unconfirmed, depth_queries
+from .common import (
     PROVED,
     TYPING,
     UNKNOWN,
@@ -65,11 +65,9 @@ from .z3_prove import (
     ProveResult,
     QueryRecord,
     TargetResult,
-    Unconfirmed,
-    depth_queries,
-    options_lines,
     two_stage_check,
 )
+from .encode import STATUS_BITS, Z3Encoder, enabled_term
 
 #: ``ProveResult.mode`` of a scenario proof
 SCENARIO = "scenario"
@@ -106,7 +104,7 @@ class ScenarioProveResult(ProveResult):
         return self._ctx.prog
 
     def labels(self, cx: Counterexample) -> list[str]:
-        from .check import labels_of
+        from tdxcheck.checker.explore.check import labels_of
 
         return labels_of(self.program(), cx)
 
@@ -342,7 +340,7 @@ class _Bmc:
         return None if z3.is_false(g) else g
 
     def check(self, goal: Any) -> tuple[str, Any]:
-        """``z3_prove.two_stage_check`` on this unrolling."""
+        """``common.two_stage_check`` on this unrolling."""
         return two_stage_check(self.sol, goal, self.timeout_ms)
 
     def trace(self, t: _Target, model: Any, k: int) -> Counterexample:
@@ -460,83 +458,14 @@ def prove_scenario(sc: Any, *, timeout_ms: int = 60_000, ablate: Sequence[str] =
         file=str(sc.file), threads=threads, steps=ctx.N)
 
 
-# ------------------------------------------------------------------ reporters
-def scenario_text(result: ScenarioProveResult, verbose: bool = False) -> str:
-    """For people: one line per invariant (status, time, queries), then each violation as
-    the explorer prints it, then the totals."""
-    from .report import counterexample_text
-
-    r = result
-    out = [f"tdxcheck prove: {r.config.describe()}",
-           f"  bounded model checking to depth {r.depth} (every run: a complete proof)",
-           *options_lines(r)]
-    out.append(f"  {r.transitions} edges, per-query timeout {r.timeout_ms} ms")
-    out.append("")
-    width = max([len(t.invariant) for t in r.results] + [10])
-    for t in r.results:
-        out.append(f"  {t.invariant:<{width}}  {t.status:<9} {t.seconds:7.2f}s  "
-                   f"{t.queries:5d} queries")
-        if t.note and (t.status != PROVED or verbose):
-            out.append(f"      {t.note}")
-    prog = r.program()
-    for t in r.results:
-        cx = t.counterexample
-        if cx is not None:
-            out.append("")
-            out.append(f"[{t.invariant}] violated: found by bounded model checking "
-                       "(shortest) and replayed on the model")
-            out.append(counterexample_text(prog, cx, r.labels(cx)))
-    out.append("")
-    if verbose and r.records:
-        out.append("queries (target, answer, seconds, depth):")
-        for q in r.records:
-            out.append(f"  {q.target:<{width}} {q.answer:<8} {q.seconds:8.4f}s  "
-                       f"depth {q.edge}")
-        out.append("")
-    n_ok = sum(t.status == PROVED for t in r.results)
-    verdict = "all proved" if r.ok else (
-        "VIOLATED" if any(t.status == VIOLATED for t in r.results) else "NOT PROVED")
-    out.append(f"{verdict}: {n_ok}/{len(r.results)} proved; {r.queries} queries in "
-               f"{r.solver_seconds:.1f}s, depth {r.depth}, total {r.seconds:.1f}s, "
-               f"peak memory {r.peak_rss_mib:.0f} MiB")
-    return "\n".join(out)
-
-
-def scenario_json(result: ScenarioProveResult, queries: bool = False) -> dict[str, Any]:
-    """``{"results": [{"invariant", "status", "seconds", ...}], ...}`` as ``prove_json``."""
-    r = result
-    rows = []
-    for t in r.results:
-        row: dict[str, Any] = {"invariant": t.invariant, "status": t.status,
-                               "seconds": round(t.seconds, 4), "kind": t.kind,
-                               "queries": t.queries}
-        if t.counterexample is not None:
-            cx = t.counterexample
-            row["counterexample"] = {"message": cx.message, "length": cx.length,
-                                     "trace": r.labels(cx)}
-        if t.note:
-            row["note"] = t.note
-        rows.append(row)
-    out: dict[str, Any] = {
-        "mode": r.mode, "host": r.file, "threads": r.threads, "faults": r.faults,
-        "ablate": list(r.ablate), "depth": r.depth, "transitions": r.transitions,
-        "results": rows, "queries": r.queries, "solver_seconds": round(r.solver_seconds, 3),
-        "seconds": round(r.seconds, 3), "peak_rss_mib": round(r.peak_rss_mib, 1),
-        "ok": r.ok}
-    if queries:
-        out["query_log"] = [{"target": q.target, "answer": q.answer,
-                             "seconds": round(q.seconds, 5), "depth": q.edge}
-                            for q in r.records]
-    return out
-
-
+# ------------------------------------------------------------------ trace files
 def write_scenario_traces(result: ScenarioProveResult, out: Any, title: str = ""
                           ) -> list[list[str]]:
     """Each violation as ``OUT/<invariant>.tdx`` (one interleaving, replayable) and
     ``.itf.json``, as ``check.write_traces`` writes the explorer's; returns the paths."""
     from pathlib import Path
 
-    from .traces import dumps_itf, itf, scenario_tdx
+    from tdxcheck.checker.explore.traces import dumps_itf, itf, scenario_tdx
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -552,4 +481,4 @@ def write_scenario_traces(result: ScenarioProveResult, out: Any, title: str = ""
 
 
 __all__ = ["DEADLOCK", "EXPECTED", "SCENARIO", "ScenarioProveResult", "prove_scenario",
-           "scenario_json", "scenario_text", "write_scenario_traces"]
+           "write_scenario_traces"]

@@ -22,14 +22,14 @@ from typing import Any
 
 
 def _kvm_name(config: Any) -> str:
-    from .kvm import KVM_CONFIGS
+    from tdxcheck.checker.kvm import KVM_CONFIGS
 
     name = str(getattr(config, "name", "tiny")).split("+")[0]
     return name if name in KVM_CONFIGS else "tiny"
 
 
 def prove_rows(config: Any) -> list[dict[str, Any]]:
-    from .z3_prove import prove
+    from tdxcheck.checker.prove import prove
 
     r = prove(config)
     return [{"property": t.invariant, "kind": t.kind, "verdict": t.status,
@@ -44,7 +44,7 @@ def mutant_rows(config: Any) -> list[dict[str, Any]]:
 
 @functools.lru_cache(maxsize=4)
 def _mutant_rows(name: str) -> tuple[dict[str, Any], ...]:
-    from .mutants import run_mutants
+    from tdxcheck.checker.analyses.mutants import run_mutants
 
     return tuple({"mutant": r["name"], "killed": "yes" if r["killed"] else "NO",
                   "invariant": r["invariant"] or "-", "length": r["length"],
@@ -58,7 +58,7 @@ def ablation_rows(config: Any) -> list[dict[str, Any]]:
 @functools.lru_cache(maxsize=1)
 def _ablation_rows() -> tuple[dict[str, Any], ...]:
     """The same for every report (kvm tiny), so computed once per process."""
-    from .ablation import ablation_json, run_ablation
+    from tdxcheck.checker.analyses.ablation import ablation_json, run_ablation
 
     out = []
     for r in ablation_json(run_ablation("kvm", "tiny", faults=True), "kvm")["checks"]:
@@ -72,9 +72,9 @@ def _ablation_rows() -> tuple[dict[str, Any], ...]:
 
 def consequences(prog: Any, cx: Any) -> list[str]:
     """Replay an any-host counterexample on the executor and the model in lockstep."""
-    from .replay import replay
-    from .scenario import parse_text
-    from .traces import any_host_tdx
+    from tdxcheck.checker.explore.replay import replay
+    from tdxcheck.checker.explore.traces import any_host_tdx
+    from tdxcheck.checker.scenario import parse_text
 
     text = any_host_tdx(prog, cx, "report")
     res = replay(parse_text(text, "<counterexample>"), prog.engine, run="both")

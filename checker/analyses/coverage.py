@@ -33,14 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tdxcheck.checker.explore.bfs import make_packer
 from tdxcheck.model.actions import Action
 from tdxcheck.model.expr import Const
 from tdxcheck.model.rule import LEAVES, Fault, Rule
 from tdxcheck.model.state import State
 from tdxcheck.model.status import status_name
 from tdxcheck.properties.witnesses import WITNESSES
-
-from .explore import make_packer
 
 SCHEMA = 1
 
@@ -425,8 +424,8 @@ def program(config: Any, *, faults: bool = False, ablate: Sequence[str] = (),
             symmetry: bool | None = None) -> tuple[Any, Callable[[State], State] | None]:
     """``AnyHost`` with its counters on, and its canonical form (symmetry: on unless
     False, as in ``check``)."""
-    from .programs import AnyHost
-    from .symmetry import Symmetry
+    from tdxcheck.checker.explore.programs import AnyHost
+    from tdxcheck.checker.explore.symmetry import Symmetry
 
     prog = AnyHost(config.universe(), faults=faults, ablate=ablate, coverage=True)
     canon = Symmetry(prog.engine.layout).canonical if symmetry is not False else None
@@ -445,7 +444,7 @@ def collect(
 ) -> tuple[Coverage, Walk]:
     """Walk every reachable state of ``config`` (as ``check --all`` explores it) with the
     counters on; return the coverage and the walk (keyed by ``key_of`` for projections)."""
-    from .check import witness_fn
+    from tdxcheck.checker.explore.check import witness_fn
 
     prog, canon = program(config, faults=faults, ablate=ablate, symmetry=symmetry)
     wids = [x.id for x in WITNESSES if x.possible(prog.u, faults)]

@@ -1,7 +1,7 @@
 """``tdxcheck mutants``: seeded bugs in the kvm host, each one a one-line change.
 
 A mutant is ``KvmHost`` with one switch of ``kvm.SWITCHES`` flipped; the switch is read in
-exactly one place in ``checker/kvm.py``, where a real or plausible patch would change one
+exactly one place in ``checker/kvm/``, where a real or plausible patch would change one
 line.  Each mutant names the invariant that must catch it.  A mutant that survives is a
 hole in the model or in the properties, to be fixed, not dropped.
 
@@ -17,7 +17,7 @@ injected, and that ablating that module check kills the mutant).
 
 Mutants run without the preemption window (``KvmHost(preempt_init=False)``), where the
 reference KVM breaks no invariant; with it the reference itself leaks (a ``no-leak``
-finding, see ``checker/kvm.py``) and a ``no-leak`` kill would say nothing.
+finding, see ``checker/kvm/``) and a ``no-leak`` kill would say nothing.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .explore import Limits, explore
-from .kvm import SWITCHES, KvmHost, kvm_config
+from tdxcheck.checker.explore.bfs import Limits, explore
+from tdxcheck.checker.kvm import SWITCHES, KvmHost, kvm_config
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def run_mutant(m: Mutant, config_name: str = "tiny", limits: Limits | None = Non
     found = {cx.invariant: cx for cx in r.violations}
     shortest = min(r.violations, key=lambda c: (c.length, c.invariant), default=None)
     hit = found.get(m.invariant) or shortest
-    from .kvm import trace_of
+    from tdxcheck.checker.kvm import trace_of
 
     return {
         "name": m.name,
@@ -197,7 +197,7 @@ def equivalence_evidence(config_name: str = "tiny") -> list[dict[str, Any]]:
     modelled by default and once with the INIT_VCPU preemption window (``preempt``: there
     "killed" means the mutant breaks an invariant the reference does not); and, where a
     module check makes the mutation harmless, whether ablating it kills the mutant."""
-    from .kvm import run_kvm
+    from tdxcheck.checker.kvm import run_kvm
 
     def broken(mutant: str | None, preempt: bool, ablate: Sequence[str] = ()) -> set[str]:
         prog = KvmHost(kvm_config(config_name), faults=True, mutant=mutant,

@@ -17,7 +17,7 @@ from tdxcheck.model.rule import LEAVES
 from tdxcheck.model.state import Layout, Platform, State, Universe
 from tdxcheck.model.status import status_name
 
-from .explore import Counterexample
+from .bfs import Counterexample
 
 _SIMPLE = {
     "TDH.MNG.KEY.CONFIG": "tdh_mng_key_config", "TDH.MNG.INIT": "tdh_mng_init",

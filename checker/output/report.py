@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tdxcheck.checker.explore.replay import ReplayResult
 from tdxcheck.model.status import status_name
-
-from .replay import ReplayResult
 
 _MAX_CHANGES = 12
 

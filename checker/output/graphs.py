@@ -45,12 +45,11 @@ from typing import Any, cast
 
 import networkx as nx
 from networkx.readwrite import json_graph
+from tdxcheck.checker.analyses.coverage import Coverage, Walk, collect, program, walk, wrapper_of
 from tdxcheck.model.enums import KotState, OpState, PageType, TdLifecycle, VcpuState
 from tdxcheck.model.rule import LEAVES, Assign, Effect, Fault, Rule, When
 from tdxcheck.model.state import Layout, State
 from tdxcheck.model.status import is_error, status_name
-
-from .coverage import Coverage, Walk, collect, program, walk, wrapper_of
 
 PROJECTIONS = ("td", "page", "hkid", "vcpu")
 ALL_GRAPHS = ("full", *PROJECTIONS)

@@ -32,8 +32,8 @@ from tdxcheck.model.status import status_matches, status_name
 from tdxcheck.model.steps import TD_EXIT_REASONS
 from tdxcheck.properties import INVARIANTS, Invariant
 
+from .bfs import Edge
 from .engine import Engine, Violation
-from .explore import Edge
 
 
 # ------------------------------------------------------------------ configurations

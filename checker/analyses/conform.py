@@ -12,10 +12,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tdxcheck.checker.explore.replay import Disagreement, replay
+from tdxcheck.checker.scenario import ScenarioError, parse_text
 from tdxcheck.model.steps import STEPS, TD_EXIT_REASONS, Kind
-
-from .replay import Disagreement, replay
-from .scenario import ScenarioError, parse_text
 
 CONFIG = ("config packages=2 cpus_per_package=1 hkids=3 tdcs_pages=1 tdcx_pages=1 "
           "sept_levels=2")

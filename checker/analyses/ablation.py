@@ -19,13 +19,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tdxcheck.checker.explore.bfs import Limits, explore
+from tdxcheck.checker.explore.programs import AnyHost, any_host_actions, make_config
+from tdxcheck.checker.explore.symmetry import Symmetry
 from tdxcheck.model.actions import rule_of
 from tdxcheck.model.rule import Check, Ctx
 from tdxcheck.model.state import Layout, Universe
-
-from .explore import Limits, explore
-from .programs import AnyHost, any_host_actions, make_config
-from .symmetry import Symmetry
 
 
 def check_names(u: Universe) -> list[str]:
@@ -50,7 +49,7 @@ def _explore_any(config_name: str, check: str, limits: Limits,
 
 
 def _explore_kvm(config_name: str, check: str, limits: Limits, faults: bool) -> Any:
-    from .kvm import KvmHost, kvm_config
+    from tdxcheck.checker.kvm import KvmHost, kvm_config
 
     prog = KvmHost(kvm_config(config_name), faults=faults, ablate=[check])
     return explore(prog, limits, stop_at_first=False)
@@ -72,7 +71,7 @@ def run_ablation(host: str = "any", config_name: str = "tiny", *,
     if host == "any":
         u = make_config(config_name, overrides).universe()
     else:
-        from .kvm import kvm_config
+        from tdxcheck.checker.kvm import kvm_config
 
         if overrides:
             raise ValueError("key=value overrides apply to --host any; --host kvm has named "
@@ -220,7 +219,7 @@ def kvm_refusals(config_name: str = "tiny", faults: bool = True) -> dict[str, st
     """The module checks that refuse a call the reference KVM makes (on some run, with
     ``faults`` every module fault): check name -> the first call it refused.  Measured by
     exploring KVM and reading the failing step of every non-success status."""
-    from .kvm import KvmHost, kvm_config
+    from tdxcheck.checker.kvm import KvmHost, kvm_config
 
     prog = KvmHost(kvm_config(config_name), faults=faults)
     eng = prog.engine

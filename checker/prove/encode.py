@@ -5,7 +5,7 @@ This is the second interpreter of the one definition of every rule (``model/comp
 the concrete one; mypyvy's "one AST, two interpreters", style-and-ecosystem.md §1.2, §1.8).
 It walks ``Rule``, ``Expr``, effect and clause trees generically, exactly as the Python
 compiler does, and names no leaf, field or status: everything comes from the data and the
-``Layout``.  z3 is imported here and in ``z3_prove.py`` only.
+``Layout``.  z3 is imported in ``checker/prove/`` only.
 
 Semantics, and where they meet the generated Python (``compile.rule_source``):
 
@@ -52,7 +52,7 @@ from tdxcheck.model.rule import Assign, Check, Ctx, Effect, Fault, Rule, When
 from tdxcheck.model.state import Layout
 
 if TYPE_CHECKING:  # engine imports compile/properties; only its type is needed here
-    from tdxcheck.checker.engine import Engine
+    from tdxcheck.checker.explore.engine import Engine
 
 #: width of the status term (a TDX completion status is 64 bits)
 STATUS_BITS = 64

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tdxcheck.checker.scenario import Scenario, ScenarioError, Step
 from tdxcheck.model.actions import Action, StepError, actions_for_step, describe
 from tdxcheck.model.compile import NOT_ENABLED
 from tdxcheck.model.state import Platform, State, Universe
 from tdxcheck.model.status import parse_status, status_matches, status_name
 
 from .engine import Engine, Violation
-from .scenario import Scenario, ScenarioError, Step
 
 
 def platform_of(sc: Scenario) -> Platform:
@@ -146,7 +146,7 @@ def replay(sc: Scenario, engine: Engine | None = None, run: str = "model") -> Re
     eng = engine or Engine(u)
     ex = None
     if run in ("executor", "both"):
-        from .executor import Executor
+        from tdxcheck.checker.executor import Executor
 
         ex = Executor(sc.config.as_dict(), ablate=tuple(eng.ablate),
                       names={"page": list(u.pages), "td": list(u.tds), "vp": list(u.vps)})
@@ -218,7 +218,7 @@ def replay(sc: Scenario, engine: Engine | None = None, run: str = "model") -> Re
 def _lockstep(ex: object, sc: Scenario, u: Universe, eng: Engine, st: Step, idx: int,
               status: int | None, not_enabled: bool, s: State) -> list[Disagreement]:
     """Run ``st`` on the executor and compare its status and observed state with the model's."""
-    from .executor import StepNotEnabled
+    from tdxcheck.checker.executor import StepNotEnabled
 
     out: list[Disagreement] = []
     try:

@@ -18,7 +18,7 @@ from tdxcheck.model.compile import compile_functions, new_gen, predicate_source
 from tdxcheck.model.state import State
 from tdxcheck.properties.witnesses import WITNESSES
 
-from .explore import Counterexample, ExploreResult, Limits, explore
+from .bfs import Counterexample, ExploreResult, Limits, explore
 from .programs import AnyHost, Config, ScenarioHost
 from .symmetry import Symmetry
 

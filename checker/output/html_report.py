@@ -11,7 +11,7 @@ PATH, and as edge tables always).
 The optional engines are found by name, so the report works in any build; a missing one
 (or one without the function) gives "not available in this build":
 
-``tdxcheck.checker.report_rows`` (``ROWS``) holds them: ``prove_rows(config)`` (one row per
+``tdxcheck.checker.output.report_rows`` (``ROWS``) holds them: ``prove_rows(config)`` (one row per
 proof), ``mutant_rows(config)``, ``ablation_rows(config)`` and ``consequences(prog, cx)``
 (what the concrete executor saw replaying a counterexample, one line each).
 
@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+from tdxcheck.checker.analyses.coverage import Coverage
 from tdxcheck.model.status import status_name
 
-from .coverage import Coverage
 from .graphs import PROJECTIONS, dot_available, inline_svg, projections_and_coverage
 
 NOT_AVAILABLE = "not available in this build"
@@ -63,7 +63,7 @@ class ReportData:
 
 
 #: the module the optional sections come from
-ROWS = "tdxcheck.checker.report_rows"
+ROWS = "tdxcheck.checker.output.report_rows"
 
 
 def optional_function(module: str, name: str) -> Callable[..., Any] | None:
@@ -93,7 +93,7 @@ def collect(config: Any, *, faults: bool = False, ablate: Sequence[str] = (),
     """Run everything the page shows: ``check --all`` (verdicts, counterexamples,
     witnesses), one coverage walk (the table and the projections), and whatever optional
     engines the build has."""
-    from .check import run_check
+    from tdxcheck.checker.explore.check import run_check
 
     run = run_check(config=config, faults=faults, ablate=ablate, all_violations=True,
                     progress=progress)
