@@ -2,7 +2,10 @@
 
 Exit codes (scenario-format.md §6; style-and-ecosystem.md §2.4): 0 nothing violated and
 every expectation met; 1 a violation or a mismatch; 2 bad input or usage (one line
-``FILE:LINE: reason`` on stderr, never a traceback).
+``FILE:LINE: reason`` or ``tdxcheck: error: reason`` on stderr, never a traceback); 3
+incomplete (a limit, a timeout, a solver's unknown); 4 an internal error: a bug in tdxcheck,
+never the user's input (one line; ``--debug`` or ``TDXCHECK_DEBUG=1`` prints the traceback).
+Only ``ScenarioError`` and ``InputError`` (``checker/scenario.py``) are bad input.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_VIOLATED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+from tdxcheck.checker.scenario import InputError
+
+EXIT_OK, EXIT_VIOLATED, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERNAL = 0, 1, 2, 3, 4
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,7 +42,7 @@ def known_checks(names: Sequence[str], u: Any) -> None:
     for n in names:
         if n not in have:
             near = difflib.get_close_matches(n, have, n=3)
-            raise ValueError(f"unknown module check {n!r}"
+            raise InputError(f"unknown module check {n!r}"
                              + (f" (did you mean {', '.join(near)}?)" if near else "")
                              + "; tdxcheck ablate --list lists them all")
 
@@ -63,7 +68,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     except ScenarioError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
-    except ValueError as e:
+    except InputError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
@@ -111,7 +116,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     try:
         if files:
             if overrides:
-                raise ValueError("key=value overrides apply to --host any; a scenario sets "
+                raise InputError("key=value overrides apply to --host any; a scenario sets "
                                  "its own config line")
             sc = parse_file(files[0])
             from tdxcheck.checker.explore.replay import universe_of
@@ -130,7 +135,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     except ScenarioError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
-    except ValueError as e:
+    except InputError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if not args.quiet and sys.stderr.isatty():
@@ -214,7 +219,7 @@ def _cmd_check_kvm(args: argparse.Namespace) -> int:
                       preempt_init=args.preempt_init,
                       limits=Limits(args.max_states, args.max_depth, args.time_limit),
                       progress=None if args.quiet else _progress_printer())
-    except ValueError as e:
+    except InputError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if not args.quiet and sys.stderr.isatty():
@@ -261,7 +266,11 @@ def _cmd_check_kvm(args: argparse.Namespace) -> int:
 
 def _cmd_mutants(args: argparse.Namespace) -> int:
     """``mutants``: every seeded KVM bug explored; exit 1 if one survives."""
-    from tdxcheck.checker.analyses.mutants import mutants_json, mutants_table, run_mutants
+    from tdxcheck.checker.analyses.mutants import (
+        mutants_json,
+        mutants_table,
+        run_mutants,
+    )
     from tdxcheck.checker.output.report import dumps
 
     def show(i: int, n: int, name: str) -> None:
@@ -270,7 +279,7 @@ def _cmd_mutants(args: argparse.Namespace) -> int:
     try:
         rows = run_mutants(args.config, names=args.only or None,
                            progress=None if args.quiet else show)
-    except ValueError as e:
+    except InputError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
@@ -290,7 +299,11 @@ def _cmd_mutants(args: argparse.Namespace) -> int:
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
     """``ablate``: remove one module check at a time; which invariants break."""
-    from tdxcheck.checker.analyses.ablation import ablation_json, ablation_table, run_ablation
+    from tdxcheck.checker.analyses.ablation import (
+        ablation_json,
+        ablation_table,
+        run_ablation,
+    )
     from tdxcheck.checker.explore.bfs import Limits
     from tdxcheck.checker.output.report import dumps
 
@@ -306,7 +319,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
         overrides = _overrides(args)
         if args.host == "kvm" and overrides:
-            raise ValueError("key=value overrides apply to --host any; --host kvm has named "
+            raise InputError("key=value overrides apply to --host any; --host kvm has named "
                              "configurations")
         u = (kvm_config(config).universe() if args.host == "kvm" else
              make_config(config, overrides).universe())
@@ -318,7 +331,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
                             faults=not args.no_faults,
                             limits=Limits(args.max_states, None, args.time_limit),
                             overrides=overrides, progress=None if args.quiet else show)
-    except ValueError as e:
+    except InputError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
@@ -348,12 +361,12 @@ def _cmd_prove(args: argparse.Namespace) -> int:
         known_checks(args.ablate, config.universe())
         mode = BMC if args.bmc else INDUCTION
         if args.depth is not None and args.depth < 0:
-            raise ValueError("--depth must be >= 0")
+            raise InputError("--depth must be >= 0")
         result = prove(config, mode=mode, depth=args.depth, timeout_ms=args.timeout_ms,
                        ablate=args.ablate, invariants=args.invariant or None,
                        faults=args.faults, cores=args.lemmas_used,
                        progress=None if args.quiet else _prove_progress)
-    except ValueError as e:
+    except InputError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     return _prove_output(args, result, write_traces, prove_json, prove_text)
@@ -392,7 +405,10 @@ def _cmd_prove_scenario(args: argparse.Namespace) -> int:
     try:
         from tdxcheck.checker.explore.replay import universe_of
         from tdxcheck.checker.output.prove_report import scenario_json, scenario_text
-        from tdxcheck.checker.prove.scenario_bmc import prove_scenario, write_scenario_traces
+        from tdxcheck.checker.prove.scenario_bmc import (
+            prove_scenario,
+            write_scenario_traces,
+        )
 
         sc = parse_file(args.host)
         known_checks(args.ablate, universe_of(sc))
@@ -402,7 +418,7 @@ def _cmd_prove_scenario(args: argparse.Namespace) -> int:
     except ScenarioError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
-    except ValueError as e:
+    except InputError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     return _prove_output(args, result, write_scenario_traces, scenario_json, scenario_text)
@@ -412,7 +428,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
     """The ``key=value`` arguments (ValueError on anything else)."""
     bad = [a for a in args.args if "=" not in a]
     if bad:
-        raise ValueError(f"expected key=value, got {' '.join(bad)}")
+        raise InputError(f"expected key=value, got {' '.join(bad)}")
     return dict(a.split("=", 1) for a in args.args)
 
 
@@ -445,7 +461,7 @@ def _cmd_coverage(args: argparse.Namespace) -> int:
     except BaselineError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
-    except ValueError as e:
+    except InputError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if not args.quiet and sys.stderr.isatty():
@@ -476,16 +492,16 @@ def _cmd_graph(args: argparse.Namespace) -> int:
         fmt = suffix if suffix in FORMATS else "dot"
     try:
         if fmt == "png" and not args.output:
-            raise ValueError("--format png writes binary: give -o FILE")
+            raise InputError("--format png writes binary: give -o FILE")
         if fmt in ("svg", "png") and not dot_available():
-            raise ValueError(f"--format {fmt} needs Graphviz's dot on the PATH (apt-get "
+            raise InputError(f"--format {fmt} needs Graphviz's dot on the PATH (apt-get "
                              f"install graphviz); dot, graphml and json need nothing")
         config = _config_args(args)
         G = graph(config, args.projection, symmetry=not args.no_symmetry,
                   max_states=args.max_states,
                   progress=None if args.quiet else _progress_printer())
         data = write(G, fmt)
-    except ValueError as e:
+    except InputError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if not args.quiet and sys.stderr.isatty():
@@ -507,7 +523,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         known_checks(args.ablate, config.universe())
         data = collect(config, faults=args.faults, ablate=args.ablate,
                        progress=None if args.quiet else _progress_printer())
-    except ValueError as e:
+    except InputError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if not args.quiet and sys.stderr.isatty():
@@ -542,6 +558,13 @@ def _cmd_conform(args: argparse.Namespace) -> int:
     return EXIT_OK if r.ok else EXIT_VIOLATED
 
 
+def _debug_arg(p: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> None:
+    """``--debug`` before or after the command (a subparser's default must not reset it)."""
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="on an internal error (exit 4), print the traceback "
+                   "(also TDXCHECK_DEBUG=1)")
+
+
 def _ablate_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ablate", action="append", default=[], metavar="CHECK",
                    help="remove a module check by name (e.g. mng.key_freeid.wbinvd_done; "
@@ -554,7 +577,11 @@ def _json_quiet(p: argparse.ArgumentParser, json_help: str = "print the result a
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="tdxcheck", description="Model checker for the Intel TDX host/module rules.")
+    p = _Parser(prog="tdxcheck", description="Model checker for the Intel TDX host/module rules.",
+                epilog="Exit codes: 0 holds / ok, 1 violated (or a mismatch), 2 bad input or "
+                "usage, 3 incomplete (a limit or a solver timeout), 4 internal error (a bug in "
+                "tdxcheck: re-run with --debug and report it).")
+    _debug_arg(p, False)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     r = sub.add_parser("replay", help="step a scenario file through the model")
     r.add_argument("file", nargs="?", help="scenario file (*.tdx); default: the built-in "
@@ -567,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--engine", choices=("both", "model", "executor"), default="both",
                    help="the model, the concrete executor, or both in lockstep (default): "
                    "any status or effect they disagree on fails the replay")
+    _debug_arg(r)
     r.set_defaults(fn=_cmd_replay)
 
     c = sub.add_parser("check", help="explore every reachable state (breadth-first)",
@@ -597,6 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--trace-out", metavar="DIR",
                    help="write each counterexample as DIR/<invariant>.tdx and .itf.json")
     _json_quiet(c)
+    _debug_arg(c)
     c.set_defaults(fn=_cmd_check)
 
     cv = sub.add_parser("coverage", help="what the explorer exercised: wrappers x statuses",
@@ -614,6 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a saved coverage file: fail if something it reached is not reached")
     cv.add_argument("--save", metavar="FILE", help="write the coverage file (JSON)")
     _json_quiet(cv, "print the coverage as JSON")
+    _debug_arg(cv)
     cv.set_defaults(fn=_cmd_coverage)
 
     g = sub.add_parser("graph", help="the state graph or a projection of it",
@@ -631,6 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-states", type=int, default=5000,
                    help="refuse a full graph of more states (default 5000)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _debug_arg(g)
     g.set_defaults(fn=_cmd_graph)
 
     rp = sub.add_parser("report", help="one self-contained HTML page for a configuration",
@@ -643,6 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--faults", action="store_true", help="explore the fault points too")
     _ablate_arg(rp)
     rp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _debug_arg(rp)
     rp.set_defaults(fn=_cmd_report)
 
     mu = sub.add_parser("mutants", help="seeded KVM host bugs: is each one caught?",
@@ -655,6 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run only this mutant (repeatable)")
     mu.add_argument("-v", "--verbose", action="store_true", help="print each killing trace")
     _json_quiet(mu)
+    _debug_arg(mu)
     mu.set_defaults(fn=_cmd_mutants)
 
     ab = sub.add_parser("ablate", help="remove one module check at a time: what breaks",
@@ -675,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                     help="per check")
     _json_quiet(ab)
+    _debug_arg(ab)
     ab.set_defaults(fn=_cmd_ablate)
 
     pv = sub.add_parser("prove", help="Z3: the module invariants for runs of any length",
@@ -706,26 +740,52 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write each violation as DIR/<invariant>.tdx and .itf.json")
     pv.add_argument("-v", "--verbose", action="store_true", help="per-query detail")
     _json_quiet(pv)
+    _debug_arg(pv)
     pv.set_defaults(fn=_cmd_prove)
 
     f = sub.add_parser("conform", help="random walks on the model and the executor in lockstep")
     f.add_argument("--steps", type=int, default=10_000)
     f.add_argument("--seed", type=int, default=1)
     f.add_argument("--json", action="store_true")
+    _debug_arg(f)
     f.set_defaults(fn=_cmd_conform)
     return p
 
 
+INTERNAL_HINT = "re-run with --debug for the traceback; please report it with the scenario"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+    import traceback
+
+    from tdxcheck.checker.scenario import ScenarioError
+
     p = build_parser()
     args = p.parse_args(argv)
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("TDXCHECK_DEBUG") == "1"
     if not getattr(args, "fn", None):
         p.print_help(sys.stderr)
         return EXIT_USAGE
     try:
         return int(args.fn(args))
+    except ScenarioError as e:  # a line of the user's file
+        print(str(e), file=sys.stderr)
+        return EXIT_USAGE
+    except InputError as e:  # an option, a key=value, a name
+        print(f"tdxcheck: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except BrokenPipeError:  # pragma: no cover - `tdxcheck ... | head`
         return EXIT_OK
+    except KeyboardInterrupt:  # pragma: no cover
+        print("tdxcheck: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # anything else is a bug in tdxcheck, never the user's input
+        if debug:
+            traceback.print_exc()
+        what = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        print(f"tdxcheck: internal error: {what} ({INTERNAL_HINT})", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

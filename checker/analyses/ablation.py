@@ -22,6 +22,7 @@ from typing import Any
 from tdxcheck.checker.explore.bfs import Limits, explore
 from tdxcheck.checker.explore.programs import AnyHost, any_host_actions, make_config
 from tdxcheck.checker.explore.symmetry import Symmetry
+from tdxcheck.checker.scenario import InputError
 from tdxcheck.model.actions import rule_of
 from tdxcheck.model.rule import Check, Ctx
 from tdxcheck.model.state import Layout, Universe
@@ -65,7 +66,7 @@ def run_ablation(host: str = "any", config_name: str = "tiny", *,
     invariant; ``faults`` lets the module fail where the environment can make it).
     ``overrides`` are ``key=value`` config overrides for ``--host any``."""
     if host not in ("any", "kvm"):
-        raise ValueError(f"unknown host {host!r} (have: any, kvm)")
+        raise InputError(f"unknown host {host!r} (have: any, kvm)")
     overrides = dict(overrides or {})
     limits = limits or Limits()
     if host == "any":
@@ -74,7 +75,7 @@ def run_ablation(host: str = "any", config_name: str = "tiny", *,
         from tdxcheck.checker.kvm import kvm_config
 
         if overrides:
-            raise ValueError("key=value overrides apply to --host any; --host kvm has named "
+            raise InputError("key=value overrides apply to --host any; --host kvm has named "
                              "configurations")
         u = kvm_config(config_name).universe()
     names = list(checks) if checks is not None else check_names(u)

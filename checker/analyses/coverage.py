@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from tdxcheck.checker.explore.bfs import make_packer
+from tdxcheck.checker.scenario import InputError
 from tdxcheck.model.actions import Action
 from tdxcheck.model.expr import Const
 from tdxcheck.model.rule import LEAVES, Fault, Rule
@@ -239,7 +240,7 @@ def coverage_of(
                     transitions, list(rows.values()), wit)
 
 
-class TooManyStates(ValueError):
+class TooManyStates(InputError):
     """A walk that passed its ``max_states``."""
 
 
@@ -458,7 +459,7 @@ def collect(
 
 
 # ------------------------------------------------------------------ baselines
-class BaselineError(ValueError):
+class BaselineError(InputError):
     """A baseline file that cannot be read: ``FILE: reason``."""
 
 

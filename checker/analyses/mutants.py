@@ -29,6 +29,7 @@ from typing import Any
 
 from tdxcheck.checker.explore.bfs import Limits, explore
 from tdxcheck.checker.kvm import SWITCHES, KvmHost, kvm_config
+from tdxcheck.checker.scenario import InputError
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ def run_mutants(config_name: str = "tiny", names: Sequence[str] | None = None,
     if names is not None:
         unknown = set(names) - {m.name for m in MUTANTS}
         if unknown:
-            raise ValueError(f"unknown mutant(s): {', '.join(sorted(unknown))}")
+            raise InputError(f"unknown mutant(s): {', '.join(sorted(unknown))}")
     rows = []
     for i, m in enumerate(chosen):
         if progress is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tdxcheck.checker.scenario import InputError
 from tdxcheck.model.actions import describe
 from tdxcheck.model.compile import compile_functions, new_gen, predicate_source
 from tdxcheck.model.state import State
@@ -90,7 +91,7 @@ def run_check(
         u = prog.u
         wids = [w.id for w in WITNESSES if w.possible(u, faults)] if witnesses else []
     if use_sym and scenario is not None:
-        raise ValueError("symmetry reduction applies to --host any only: a scenario names "
+        raise InputError("symmetry reduction applies to --host any only: a scenario names "
                          "its objects apart")
     canon = Symmetry(prog.engine.layout).canonical if use_sym else None
     res = explore(prog, limits, stop_at_first=not all_violations, progress=progress,

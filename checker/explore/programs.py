@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tdxcheck.checker.scenario import InputError
 from tdxcheck.model.actions import Action, describe
 from tdxcheck.model.compile import (
     NOT_ENABLED,
@@ -85,7 +86,7 @@ def make_config(name: str, overrides: dict[str, str]) -> Config:
     """A named configuration with ``key=value`` overrides (scenario config keys, plus
     ``tds``, ``vps``, ``pages`` and ``gpas`` (a count: GPAs 0, 0x1000, ...))."""
     if name not in CONFIGS:
-        raise ValueError(f"unknown configuration {name!r} (have: {', '.join(CONFIGS)})")
+        raise InputError(f"unknown configuration {name!r} (have: {', '.join(CONFIGS)})")
     c = CONFIGS[name]
     plat = dict(c.platform.__dict__)
     objs: dict[str, Any] = {"tds": c.tds, "vps": c.vps, "pages": c.pages, "gpas": c.gpas}
@@ -93,7 +94,7 @@ def make_config(name: str, overrides: dict[str, str]) -> Config:
         try:
             n = int(v, 0)
         except ValueError:
-            raise ValueError(f"{k}={v}: not an integer") from None
+            raise InputError(f"{k}={v}: not an integer") from None
         if k in plat:
             plat[k] = n
         elif k == "gpas":
@@ -105,7 +106,7 @@ def make_config(name: str, overrides: dict[str, str]) -> Config:
 
             close = difflib.get_close_matches(k, [*plat, *CONFIG_KEYS], n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ValueError(f"unknown configuration key {k!r}{hint}")
+            raise InputError(f"unknown configuration key {k!r}{hint}")
     return Config(name if not overrides else f"{name}+" + ",".join(
         f"{k}={v}" for k, v in overrides.items()), Platform(**plat), **objs)
 
@@ -528,7 +529,7 @@ class ScenarioHost:
     """
 
     def __init__(self, sc: Any, faults: bool = False, ablate: Sequence[str] = ()) -> None:
-        from .replay import actions_of, universe_of
+        from .replay import plan_step, universe_of
 
         self.sc = sc
         self.u = universe_of(sc)
@@ -544,11 +545,11 @@ class ScenarioHost:
         for ti, steps in enumerate(self.threads):
             per_pc = []
             for st in steps:
-                acts = actions_of(sc, self.u, st)
+                plan = plan_step(sc, self.engine, st)
+                acts = list(plan.actions)
                 variants: list[list[int]] = []
                 if st.fault:
-                    variants.append([self.engine.compiled(a).fault_index(st.fault) or 0
-                                     for a in acts])
+                    variants.append(list(plan.faults))
                 else:
                     variants.append([-1] * len(acts))
                     if faults and len(acts) == 1 and acts[0].is_seamcall:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tdxcheck.checker.scenario import InputError
 from tdxcheck.model.state import Platform, Universe
 from tdxcheck.model.status import Status
 
@@ -66,7 +67,7 @@ KVM_CONFIGS: dict[str, KvmConfig] = {
 
 def kvm_config(name: str) -> KvmConfig:
     if name not in KVM_CONFIGS:
-        raise ValueError(f"unknown kvm configuration {name!r} (have: {', '.join(KVM_CONFIGS)})")
+        raise InputError(f"unknown kvm configuration {name!r} (have: {', '.join(KVM_CONFIGS)})")
     return KVM_CONFIGS[name]
 
 

@@ -58,7 +58,13 @@ def replay_text(r: ReplayResult, verbose: bool = True) -> str:
         out.append(f"executor: {len(r.consequences)} consequence(s)"
                    + (":" if r.consequences else ""))
         for c in r.consequences:
-            out.append(f"  step {c.step_index + 1}: {c.kind}: {c.message}")  # type: ignore[attr-defined]
+            when = ("at the end of the run" if c.kind.startswith("latent-")  # type: ignore
+                    else f"step {c.step_index + 1}")  # type: ignore[attr-defined]
+            out.append(f"  {when}: {c.kind}: {c.message}")  # type: ignore[attr-defined]
+        if (r.violations or r.mismatches) and not r.consequences:
+            out.append("  no byte-level damage in this run, now or latent at its end: the "
+                       "caches and memory hold nothing that will hurt (the module refuses the "
+                       "next misuse, or the lines the model must assume dirty were clean here)")
     if not r.ok:
         out.append(f"reproduce: tdxcheck replay {r.file}"
                    + "".join(f" --ablate {a}" for a in r.ablate))
@@ -89,12 +95,21 @@ def replay_json(r: ReplayResult) -> dict[str, Any]:
             for m in r.mismatches
         ],
         **({} if r.engine == "model" else {
-            "consequences": [{"kind": c.kind, "step_index": c.step_index,  # type: ignore
-                              "message": c.message} for c in r.consequences],  # type: ignore
+            "consequences": [_consequence_json(c) for c in r.consequences],
             "disagreements": [{"step_index": d.step_index, "model": d.model,
                                "executor": d.executor} for d in r.disagreements],
         }),
     }
+
+
+def _consequence_json(c: Any) -> dict[str, Any]:
+    """A consequence: kind, step_index, message; latent ones (``latent-*``, at the end of the
+    run) also page, keyid, package and lines."""
+    out: dict[str, Any] = {"kind": c.kind, "step_index": c.step_index, "message": c.message}
+    if c.kind.startswith("latent-"):
+        out.update(page=c.page, keyid=c.keyid, package=c.package,
+                   lines=c.count if c.keyid is not None else None)
+    return out
 
 
 def dumps(obj: Any) -> str:
