@@ -780,7 +780,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # pragma: no cover
         print("tdxcheck: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # anything else is a bug in tdxcheck, never the user's input
+    except Exception as e:  # noqa: BLE001 - anything else is a bug in tdxcheck, never bad input
         if debug:
             traceback.print_exc()
         what = f"{type(e).__name__}: {e}".splitlines()[0][:300]

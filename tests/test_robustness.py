@@ -167,8 +167,8 @@ def test_hidden_objects_of_raw_creates_exist_in_both_engines(line: str) -> None:
     ("seamcall TDH.MEM.PAGE.AUG rcx=0xF000000000001000 rdx=tdr0 r8=m0",
      "TDX_OPERAND_INVALID|RCX"),  # reserved bits 63:52
     # GPA validity comes before the tree lock: the fault point is never reached
-    ("seamcall TDH.MEM.PAGE.AUG rcx=0x800000001000 rdx=tdr0 r8=m0 "
-     "fault=TDX_OPERAND_BUSY|SEPT_TREE", "TDX_OPERAND_INVALID|RCX"),
+    (("seamcall TDH.MEM.PAGE.AUG rcx=0x800000001000 rdx=tdr0 r8=m0 "
+      "fault=TDX_OPERAND_BUSY|SEPT_TREE"), "TDX_OPERAND_INVALID|RCX"),
     ("tdh_mem_page_aug td=td0 gpa=0x800000001000 page=m0", "TDX_OPERAND_INVALID|RCX"),
     ("BUILDING tdh_mr_extend td=td0 gpa=0x800000000000", "TDX_OPERAND_INVALID|RCX"),
     ("BUILDING tdh_mr_extend td=td0 gpa=0x100", "TDX_SUCCESS"),  # a chunk of a mapped page

@@ -1907,17 +1907,21 @@ def test_mr_extend_unaligned_chunk_is_operand_invalid() -> None:
 # =========================================================================================
 # one call of every SEAMCALL leaf, operands as in a plausible host program
 _EVERY_SEAMCALL = {
-    CREATE: dict(td="td1", tdr="tdr1", hkid=2), KEY_CONFIG: T0, ADDCX: dict(page="cs2", **T0),
-    INIT: T0, MNG_RD: T0, MNG_WR: T0, VPFLUSHDONE: T0, FREEID: T0,
-    VP_CREATE: dict(vp="vp1", tdvpr="vpr1", tdr="tdr0"), VP_ADDCX: dict(page="cx1", tdvpr="vpr0"),
-    VP_INIT: dict(tdvpr="vpr0"), VP_ENTER: dict(tdvpr="vpr0"), VP_FLUSH: dict(tdvpr="vpr0"),
-    VP_RD: dict(tdvpr="vpr0"), VP_WR: dict(tdvpr="vpr0"),
-    SEPT_ADD: dict(tdr="tdr0", gpa=0x200000, level=1, page="sept1"),
-    PAGE_ADD: dict(tdr="tdr0", gpa=0x1000, page="d1"), AUG: dict(tdr="tdr0", gpa=0x1000, page="d1"),
-    BLOCK: dict(tdr="tdr0", gpa=0, level=0), TRACK: T0, REMOVE: dict(tdr="tdr0", gpa=0, level=0),
-    UNBLOCK: dict(tdr="tdr0", gpa=0, level=0), SEPT_REMOVE: dict(tdr="tdr0", gpa=0, level=1),
-    EXTEND: dict(tdr="tdr0", gpa=0), FINALIZE: T0, CACHE_WB: dict(resume=0),
-    RECLAIM: dict(page="d1"), WBINVD: dict(page="d1", keyid=1),
+    CREATE: {"td": "td1", "tdr": "tdr1", "hkid": 2}, KEY_CONFIG: T0,
+    ADDCX: {"page": "cs2", **T0}, INIT: T0, MNG_RD: T0, MNG_WR: T0, VPFLUSHDONE: T0,
+    FREEID: T0, VP_CREATE: {"vp": "vp1", "tdvpr": "vpr1", "tdr": "tdr0"},
+    VP_ADDCX: {"page": "cx1", "tdvpr": "vpr0"}, VP_INIT: {"tdvpr": "vpr0"},
+    VP_ENTER: {"tdvpr": "vpr0"}, VP_FLUSH: {"tdvpr": "vpr0"}, VP_RD: {"tdvpr": "vpr0"},
+    VP_WR: {"tdvpr": "vpr0"},
+    SEPT_ADD: {"tdr": "tdr0", "gpa": 0x200000, "level": 1, "page": "sept1"},
+    PAGE_ADD: {"tdr": "tdr0", "gpa": 0x1000, "page": "d1"},
+    AUG: {"tdr": "tdr0", "gpa": 0x1000, "page": "d1"},
+    BLOCK: {"tdr": "tdr0", "gpa": 0, "level": 0}, TRACK: T0,
+    REMOVE: {"tdr": "tdr0", "gpa": 0, "level": 0},
+    UNBLOCK: {"tdr": "tdr0", "gpa": 0, "level": 0},
+    SEPT_REMOVE: {"tdr": "tdr0", "gpa": 0, "level": 1},
+    EXTEND: {"tdr": "tdr0", "gpa": 0}, FINALIZE: T0, CACHE_WB: {"resume": 0},
+    RECLAIM: {"page": "d1"}, WBINVD: {"page": "d1", "keyid": 1},
 }
 
 
