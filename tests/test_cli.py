@@ -36,18 +36,24 @@ def test_json_contract(tmp_path: Path) -> None:
     p = run("replay", "--json", str(ROOT / "examples" / "bug-remove-without-block.tdx"))
     assert p.returncode == 1
     out = json.loads(p.stdout)
-    # the contract's three keys, plus the executor's two (issue: concrete executor)
-    assert set(out) == {"steps", "violations", "mismatches", "consequences", "disagreements"}
+    # the common envelope, the contract's three keys, plus the executor's two
+    envelope = {"schema", "tool", "version", "command", "config", "host"}
+    assert set(out) == envelope | {"steps", "violations", "mismatches", "consequences",
+                                   "disagreements"}
+    assert out["schema"] == "tdxcheck/1" and out["command"] == "replay"
     assert out["disagreements"] == []
     only_model = json.loads(run("replay", "--json", "--engine", "model", str(
         ROOT / "examples" / "bug-remove-without-block.tdx")).stdout)
-    assert set(only_model) == {"steps", "violations", "mismatches"}
+    assert set(only_model) == envelope | {"steps", "violations", "mismatches"}
     step = out["steps"][-1]
-    assert set(step) == {"line", "step", "status", "status_code", "expected", "ok"}
+    # §6's keys, plus the step's number, its text and the calls it made
+    assert {"line", "step", "status", "status_code", "expected", "ok"} <= set(step)
     assert step["status"] == "TDX_GPA_RANGE_NOT_BLOCKED|RCX"
-    assert step["status_code"] == 0xC0000B0600000001
+    assert step["status_code"] == "0xC0000B0600000001"  # hex: JSON numbers lose bits
+    assert int(step["status_code"], 16) == 0xC0000B0600000001
     assert step["expected"] == "TDX_SUCCESS" and step["ok"] is False
-    assert out["mismatches"][0]["line"] == step["line"]
+    m = out["mismatches"][0]
+    assert m["line"] == step["line"] and m["step"] == step["index"] == m["step_index"] + 1
 
 
 @pytest.mark.parametrize("text,needle", [
