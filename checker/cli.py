@@ -136,17 +136,20 @@ def _progress_printer(phase: str = "explore") -> Any:
     tty = sys.stderr.isatty()
 
     def show(d: dict[str, Any]) -> None:
-        if "message" in d:  # a phase of its own (a report's sections)
-            line = f"{d.get('phase', phase)}: {d['message']}"
-        else:
-            rate = d["states"] / d["seconds"] if d["seconds"] else 0.0
-            line = (f"{d.get('phase', phase)}: {int(d['states']):,} states, queue "
-                    f"{int(d['queue']):,}, depth {int(d['depth'])}, {rate:,.0f} states/s, "
-                    f"{d['seconds']:.0f}s")
+        line = _progress_line(d, phase)
         print(("\r\033[K" + line) if tty else line, end="" if tty else "\n",
               file=sys.stderr, flush=True)
 
     return show
+
+
+def _progress_line(d: dict[str, Any], phase: str) -> str:
+    if "message" in d:  # a phase of its own (a report's sections)
+        return f"{d.get('phase', phase)}: {d['message']}"
+    rate = d["states"] / d["seconds"] if d["seconds"] else 0.0
+    depth = f", depth {int(d['depth'])}" if d.get("depth") else ""
+    return (f"{d.get('phase', phase)}: {int(d['states']):,} states, queue "
+            f"{int(d['queue']):,}{depth}, {rate:,.0f} states/s, {d['seconds']:.0f}s")
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -451,33 +454,54 @@ class Heartbeat:
     running, when nothing new came for ``every`` seconds (a Z3 query or a report section
     that takes minutes).  ``stop()`` ends it."""
 
-    def __init__(self, fmt: Any, every: float | None = None) -> None:
+    def __init__(self, fmt: Any, every: float | None = None, inplace: bool = False,
+                 throttle: bool = False) -> None:
         import threading
         import time
 
         self.fmt, self.time = fmt, time
         self.every = every or (5.0 if sys.stderr.isatty() else 30.0)
+        # on a terminal, ``inplace`` rewrites the line while its phase lasts (a new phase
+        # starts a new line, so the phases stay on screen)
+        self.inplace = inplace and sys.stderr.isatty()
+        self.throttle = throttle
         self.last = ""
+        self.phase: Any = None
         self.t_last = self.t0 = time.monotonic()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
         self.thread.start()
 
+    def _print(self, line: str, new_line: bool = False) -> None:
+        if self.inplace:
+            print(("\n" if new_line else "\r\033[K") + line, end="", file=sys.stderr,
+                  flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
     def __call__(self, d: dict[str, Any]) -> None:
-        self.last = self.fmt(d)
-        self.t_last = self.time.monotonic()
-        print(self.last, file=sys.stderr, flush=True)
+        phase = d.get("phase")
+        line = self.fmt(d)
+        now = self.time.monotonic()
+        # plain lines (a log): one per phase change, then at most one every 5 s
+        quiet = (self.throttle and not self.inplace and phase == self.phase
+                 and now - self.t_last < 5.0)
+        if not quiet:
+            self._print(line, new_line=bool(self.last) and phase != self.phase)
+            self.t_last = now
+        self.last, self.phase = line, phase
 
     def _beat(self) -> None:
         while not self.done.wait(1.0):
             now = self.time.monotonic()
             if self.last and now - self.t_last >= self.every:
                 self.t_last = now
-                print(f"{self.last} ... still working ({now - self.t0:.0f}s in all)",
-                      file=sys.stderr, flush=True)
+                self._print(f"{self.last} ... still working ({now - self.t0:.0f}s in all)")
 
     def stop(self) -> None:
         self.done.set()
+        if self.inplace and self.last:
+            print(file=sys.stderr, flush=True)
 
 
 def _prove_line(d: dict[str, Any]) -> str:
@@ -598,9 +622,10 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     try:
         if fmt == "png" and not args.output:
             raise InputError("--format png writes binary: give -o FILE")
-        if fmt in ("svg", "png") and not dot_available():
-            raise InputError(f"--format {fmt} needs Graphviz's dot on the PATH (apt-get "
-                             f"install graphviz); dot, graphml and json need nothing")
+        if fmt == "png" and not dot_available():
+            raise InputError("--format png needs Graphviz's dot on the PATH (apt-get install "
+                             "graphviz); --format svg draws without it (networkx), and dot, "
+                             "graphml and json need nothing")
         config = _config_args(args)
         G = graph(config, args.projection, symmetry=not args.no_symmetry,
                   max_states=args.max_states,
@@ -621,18 +646,24 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    """``report``: one exploration, then each section; progress names its phase and is
+    never silent for long (``Heartbeat``: the ablation and the proofs take minutes)."""
     from tdxcheck.checker.output.html_report import collect, write_report
 
+    beat = None if args.quiet else Heartbeat(lambda d: "report: " + _progress_line(d, ""),
+                                             inplace=True, throttle=True)
     try:
         config = _config_args(args)
         known_checks(args.ablate, config.universe())
-        data = collect(config, faults=args.faults, ablate=args.ablate,
-                       progress=None if args.quiet else _progress_printer("report"))
+        data = collect(config, faults=args.faults, ablate=args.ablate, progress=beat)
     except InputError as e:
+        if beat is not None:
+            beat.stop()
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    if not args.quiet and sys.stderr.isatty():
-        print(file=sys.stderr)
+    if beat is not None:
+        beat({"phase": "write", "message": f"{args.output}"})
+        beat.stop()
     path = write_report(data, args.output)
     print(f"{path}: verdict {data.run.result.verdict}, {len(data.coverage.holes())} "
           f"status cell(s) never reached")
@@ -758,7 +789,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("graph", help="the state graph or a projection of it",
                        description="The full state graph of a small configuration, or one "
                        "object's machine (td, page, hkid, vcpu) with edges counted per "
-                       "wrapper and status. SVG and PNG need Graphviz's dot.")
+                       "wrapper and status. SVG is drawn by Graphviz's dot when it is on the "
+                       "PATH, else by a layered layout of tdxcheck's own (networkx); PNG needs "
+                       "dot.")
     g.add_argument("args", nargs="*", metavar="key=value", help="config overrides")
     g.add_argument("--projection", choices=("full", "td", "page", "hkid", "vcpu"),
                    default="td")

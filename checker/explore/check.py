@@ -93,7 +93,7 @@ def run_check(
     else:
         assert config is not None
         prog = AnyHost(config.universe(), faults=faults, ablate=ablate)
-        title = f"host any, config {config.describe()}"
+        title = any_host_title(config)
         use_sym = True if symmetry is None else symmetry
         u = prog.u
         wids = [w.id for w in WITNESSES if w.possible(u, faults)] if witnesses else []
@@ -104,13 +104,24 @@ def run_check(
     res = explore(prog, limits, stop_at_first=not all_violations, progress=progress,
                   canon=canon, fingerprint=fingerprint,
                   witnesses=witness_fn(prog, wids) if wids else None, witness_ids=wids)
-    run = CheckRun(title, prog, res, use_sym)
-    run.labels = [labels_of(prog, cx) for cx in res.violations]
-    run.witness_labels = {w: labels_of(prog, cx) for w, cx in res.witnesses.items() if cx}
-    run.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    run = check_run_of(prog, res, use_sym, title)
     if trace_out is not None:
         run.files = write_traces(run, trace_out)
     return run
+
+
+def check_run_of(prog: Any, res: ExploreResult, symmetry: bool, title: str) -> CheckRun:
+    """A ``CheckRun`` from an exploration's result (``run_check``'s, or the traced
+    coverage walk's that ``tdxcheck report`` reuses): labels of every trace."""
+    run = CheckRun(title, prog, res, symmetry)
+    run.labels = [labels_of(prog, cx) for cx in res.violations]
+    run.witness_labels = {w: labels_of(prog, cx) for w, cx in res.witnesses.items() if cx}
+    run.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return run
+
+
+def any_host_title(config: Config) -> str:
+    return f"host any, config {config.describe()}"
 
 
 def write_traces(run: CheckRun, out: Path) -> list[list[str]]:
