@@ -186,7 +186,15 @@ def test_counterexample_section_has_steps_statuses_and_changes(tmp_path: Path) -
     text = html_report.render(d)
     check_html(text)
     assert 'id="cx-keyid-after-vpflushdone"' in text
-    cx = text[text.index('id="counterexamples"'):text.index('id="mutants"')]
+    v = _section(text, "verdicts")
+    assert ('<div class="banner bad">Something failed: check --host any: violated: '
+            "keyid-after-vpflushdone") in v
+    # the engines that can run the ablated module do (kvm with faults breaks it too)
+    assert f"check --host kvm --config tiny --ablate {REMOVED} [--faults]" in v
+    assert "prove: not proved: violated 1" in v
+    assert "this report's --ablate is not applied here" in v  # mutants, ablation
+    assert text.index('id="cx-keyid-after-vpflushdone"') < text.index('<section id="check">')
+    cx = _section(text, "counterexamples")
     assert "tdh_mng_key_freeid(" in cx and "TDX_SUCCESS" in cx
     assert "&rarr;" in cx and "KOT_STATE_HKID_FREE" in cx  # a changed field, old -> new
     assert f"--ablate {REMOVED}" in cx

@@ -89,7 +89,8 @@ def optional_function(module: str, name: str) -> Callable[..., Any] | None:
 
 
 def _optional_rows(module: str, name: str, *args: Any,
-                   say: Callable[[str], None] | None = None) -> Optional_:
+                   say: Callable[[str], None] | None = None,
+                   ablate: Sequence[str] = ()) -> Optional_:
     fn = optional_function(module, name)
     if fn is None:
         return Optional_(note=f"{NOT_AVAILABLE} ({module}.{name})")
@@ -97,10 +98,13 @@ def _optional_rows(module: str, name: str, *args: Any,
         say(f"{name} ...")
     kw: dict[str, Any] = {}
     try:
-        if say is not None and "progress" in inspect.signature(fn).parameters:
-            kw["progress"] = say
+        params = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # no signature to read: call it plainly
-        pass
+        params = {}  # type: ignore[assignment]
+    if say is not None and "progress" in params:
+        kw["progress"] = say
+    if ablate and "ablate" in params:  # the engines that can run the ablated module
+        kw["ablate"] = tuple(ablate)
     try:
         rows = fn(*args, **kw)
     except Exception as e:  # noqa: BLE001 - the report shows the failure instead of dying
@@ -161,8 +165,10 @@ def collect(config: Any, *, faults: bool = False, ablate: Sequence[str] = (),
             picture_notes[name] = str(e)
     return ReportData(
         config, faults, list(ablate), run, cov, graphs,
-        prove=_optional_rows(ROWS, "prove_rows", config, say=say("prove (Z3 induction)")),
-        kvm=_optional_rows(ROWS, "kvm_rows", config, say=say("check --host kvm")),
+        prove=_optional_rows(ROWS, "prove_rows", config, say=say("prove (Z3 induction)"),
+                             ablate=ablate),
+        kvm=_optional_rows(ROWS, "kvm_rows", config, say=say("check --host kvm"),
+                           ablate=ablate),
         mutants=_optional_rows(ROWS, "mutant_rows", config, say=say("mutants")),
         ablations=_optional_rows(ROWS, "ablation_rows", config,
                                  say=say("ablation (kvm tiny, faults)")),
@@ -333,6 +339,15 @@ def verdicts(d: ReportData) -> list[Verdict]:
     return out
 
 
+def _unablated(d: ReportData) -> str:
+    return " (on the module as it is: this report's --ablate is not applied here)" \
+        if d.ablate else ""
+
+
+def _ablated(rows: list[dict[str, Any]]) -> str:
+    return f"; ablated: {_e(rows[0]['ablated'])}" if rows and rows[0].get("ablated") else ""
+
+
 def _unavailable(cmd: str, link: str, opt: Optional_) -> Verdict:
     return Verdict(cmd, link, "not run", "na", f'<span class="na">{_e(opt.note)}</span>', "")
 
@@ -353,14 +368,13 @@ def _kvm_verdict(d: ReportData) -> Verdict:
         leaks = str(r.get("leaks on error paths (KVM's choice)", "none"))
         if leaks != "none":
             extra += f", {leaks.count('after ')} leak path(s) KVM chose on its error paths"
-        faults = str(r["command"]).endswith("--faults")
+        faults = " --faults" in str(r["command"])
         parts.append(f"{'with module faults' if faults else 'without faults'}: "
                      f"{_num(int(r.get('states', 0)))} states{_e(extra)}")
-    cmd = str(rows[0]["command"])
     return Verdict(
-        cmd.removesuffix(" --faults") + " [--faults]", "kvm", v, _verdict_class(v),
+        str(rows[0]["command"]) + " [--faults]", "kvm", v, _verdict_class(v),
         "every invariant, the host's obligations included, over every interleaving of "
-        "upstream KVM's TDX paths: " + "; ".join(parts),
+        "upstream KVM's TDX paths: " + "; ".join(parts) + _ablated(rows),
         "hosts other than KVM (write a scenario file)"
         + (f"; witnesses NOT reached: {_e(', '.join(str(r['missing witnesses']) for r in missing))}"
            if missing else ""),
@@ -381,7 +395,7 @@ def _prove_verdict(d: ReportData) -> Verdict:
     return Verdict(
         f"prove --config {d.config.name}", "prove", v, "ok" if ok else "bad",
         "the module invariants and their lemmas for runs of any length (Z3 induction, "
-        "host any)",
+        "host any)" + _ablated(rows),
         "as for <code>check --host any</code>: the host's obligations", failed=not ok)
 
 
@@ -395,7 +409,7 @@ def _mutants_verdict(d: ReportData) -> Verdict:
         f"mutants --config {cfg}", "mutants",
         f"killed {len(rows) - len(alive)}/{len(rows)}", "bad" if alive else "ok",
         f"{len(rows)} seeded KVM bugs (one-line patches), each explored on the kvm host: "
-        "a bug is killed when an invariant breaks",
+        "a bug is killed when an invariant breaks" + _unablated(d),
         (f"survived: {_e(', '.join(alive))}" if alive else
          "bugs unlike the seeded ones: the kvm host's other paths are checked by "
          '<a href="#kvm">check --host kvm</a>'), failed=bool(alive))
@@ -410,7 +424,7 @@ def _ablation_verdict(d: ReportData) -> Verdict:
         "ablate --host kvm --config tiny --faults", "ablations",
         f"{len(breaks)}/{len(rows)} checks needed", "ok",
         f"each of the module's {len(rows)} checks removed in turn: {len(breaks)} removal(s) "
-        "let KVM's runs break an invariant",
+        "let KVM's runs break an invariant" + _unablated(d),
         f"{len(rows) - len(breaks)} break nothing on KVM (folded by reason in "
         '<a href="#ablations">ablations</a>); the any-host ablation: <code>tdxcheck ablate'
         "</code>")
@@ -422,7 +436,7 @@ def _verdicts_section(d: ReportData) -> str:
     na = [v for v in vs if v.cls == "na"]
     if failed:
         head = ("bad", "Something failed: " + "; ".join(
-            f"{v.command.split(' --')[0]}: {v.verdict}" for v in failed))
+            f"{v.command.split(' --config')[0]}: {v.verdict}" for v in failed))
     else:
         head = ("ok", "Every verdict holds: no invariant broken, every proof closed, every "
                 "seeded bug caught" + (f" ({len(na)} engine(s) not in this build)" if na

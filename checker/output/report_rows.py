@@ -36,7 +36,8 @@ def _kvm_name(config: Any) -> str:
 Say = Callable[[str], None] | None
 
 
-def prove_rows(config: Any, progress: Say = None) -> list[dict[str, Any]]:
+def prove_rows(config: Any, progress: Say = None, ablate: tuple[str, ...] = ()
+               ) -> list[dict[str, Any]]:
     from tdxcheck.checker.prove import prove
 
     def show(d: dict[str, Any]) -> None:
@@ -45,25 +46,28 @@ def prove_rows(config: Any, progress: Say = None) -> list[dict[str, Any]]:
                                for k, v in d.items() if not isinstance(v, float)
                                or k == "seconds"))
 
-    r = prove(config, progress=show if progress is not None else None)
+    r = prove(config, progress=show if progress is not None else None, ablate=ablate)
     return [{"property": t.invariant, "kind": t.kind, "verdict": t.status,
              "engine": "Z3 induction (host any)",
              # query counts and times vary with the solver's timing: the page keeps neither
-             "unchanged by": f"{t.frame} transition(s)", "note": t.note} for t in r.results]
+             "unchanged by": f"{t.frame} transition(s)", "note": t.note,
+             **({"ablated": ", ".join(ablate)} if ablate else {})} for t in r.results]
 
 
-def kvm_rows(config: Any, progress: Say = None) -> list[dict[str, Any]]:
+def kvm_rows(config: Any, progress: Say = None, ablate: tuple[str, ...] = ()
+             ) -> list[dict[str, Any]]:
     """``check --host kvm`` without and with module faults (a second or so each on
-    ``tiny``, ten on ``default``)."""
+    ``tiny``, ten on ``default``), with the report's ablated checks removed too."""
     from tdxcheck.checker.kvm import run_kvm
 
     name = _kvm_name(config)
     out = []
     for faults in (False, True):
-        cmd = f"check --host kvm --config {name}" + (" --faults" if faults else "")
+        cmd = f"check --host kvm --config {name}" + (" --faults" if faults else "") + "".join(
+            f" --ablate {a}" for a in ablate)
         if progress is not None:
             progress(cmd)
-        run = run_kvm(name, faults=faults)
+        run = run_kvm(name, faults=faults, ablate=ablate)
         r = run.result
         leaks = "; ".join(
             f"after {lk['site']}: {', '.join([*lk['pages'], *(f'HKID {h}' for h in lk['hkids'])])}"
@@ -78,7 +82,8 @@ def kvm_rows(config: Any, progress: Say = None) -> list[dict[str, Any]]:
             "leaks on error paths (KVM's choice)": leaks or "none",
             "KVM error paths reached": f"{reached}/{len(run.errors_reached)}",
             "witnesses reached": f"{got}/{len(run.witnesses)}",
-            "missing witnesses": ", ".join(run.witnesses_missing)})
+            "missing witnesses": ", ".join(run.witnesses_missing),
+            **({"ablated": ", ".join(ablate)} if ablate else {})})
     return out
 
 
