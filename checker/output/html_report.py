@@ -515,11 +515,19 @@ def _check_section(d: ReportData) -> str:
 
 def _cx_section(d: ReportData) -> str:
     r = d.run.result
+    kvm_bad = [f"<code>{_e(x['command'])}</code>: {_e(x['violations'])}" for x in d.kvm.rows
+               if x.get("violations", "none") != "none"]
+    kvm = ""
+    if kvm_bad:
+        kvm = ('<p class="bad">check --host kvm: ' + "; ".join(kvm_bad) + ' (see <a href='
+               '"#kvm">kvm</a>; the traces: the same command with <code>--trace-out DIR'
+               "</code>)</p>")
+    elif d.kvm.rows:
+        kvm = '<p class="na">none from <code>check --host kvm</code>.</p>'
     if not r.violations:
         what = "the verdict holds" if r.verdict == "holds" else f"verdict {r.verdict}"
-        return (f'<p class="na">none from <code>check --host any</code>: {_e(what)}.'
-                + (' Those of <a href="#kvm">check --host kvm</a> are listed there.'
-                   if d.kvm.rows else "") + "</p>")
+        return (f'<p class="na">none from <code>check --host any</code>: {_e(what)}.</p>'
+                + kvm)
     prog = d.run.prog
     lay = prog.engine.layout
     n = lay.size
@@ -554,7 +562,7 @@ def _cx_section(d: ReportData) -> str:
         out.append(f"<p>reproduce: <code>tdxcheck check --config {_e(d.config.name)} --all"
                    f"{_e(abl)} --trace-out DIR</code>, then <code>tdxcheck replay "
                    f"DIR/{_e(cx.invariant)}.tdx{_e(abl)}</code></p>")
-    return "\n".join(out)
+    return "\n".join(out) + kvm
 
 
 def _rows_or_note(opt: Optional_, skip: Sequence[str] = ()) -> str:
