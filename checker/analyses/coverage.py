@@ -339,7 +339,7 @@ def walk(
     state's parent and edge, the first state or step that broke each invariant, where each
     witness was first reached) and sets ``result`` to the ``ExploreResult`` that
     ``check --all`` gives for this program: same verdict, counts, depth and shortest
-    counterexamples (``tests/test_coverage.py`` holds the two engines to that), so
+    counterexamples (``tests/test_graphs.py`` holds the two engines to that), so
     ``tdxcheck report`` explores once for check, coverage and the graphs.
 
     How: the fused successor function counts into its global ``C``, which is the program's
