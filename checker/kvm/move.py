@@ -130,6 +130,13 @@ class _Op:
     sample: Action | None = None  # an action of the faultable SEAMCALL (its fault points)
     skip: Callable[[_Move], str | None] | None = None  # -> jump target when KVM skips it
     tags: tuple[str, ...] = ("",)  # host-level variants (edges) besides fault choices
+    # the preemption mode (``KvmHost(preempt=...)``): the vCPU this thread has loaded while it
+    # sits before this step (vcpu_load .. vcpu_put: a preemption reloads it on the new CPU)
+    loaded: int | None = None
+    # the point of the KVM_TDX_INIT_VCPU window this step starts at ("P1".."P4"), if any
+    point: str = ""
+    # userspace may close the VM here instead of issuing this ioctl (the ioctl's name)
+    abandon: str = ""
 
 
 @dataclass
@@ -149,5 +156,6 @@ class KvmRunInfo:
     calls: list[str] = field(default_factory=list)
 
 
-#: ``op(name, label, fn, sample=None, skip=None, tags=("",))`` appends a vm-thread step
+#: ``op(name, label, fn, sample=None, skip=None, tags=("",), loaded=None, point="",
+#: abandon="")`` appends a vm-thread step
 OpFn = Callable[..., None]
