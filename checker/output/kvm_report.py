@@ -18,8 +18,8 @@ def outcomes_text(run: KvmRun, traces: bool = True) -> list[str]:
     """The KVM_TDX_INIT_VCPU window's outcomes: each reached one with its shortest run,
     then how many combinations no run reaches."""
     got = [o for o in run.outcomes if o["length"] is not None]
-    out = [f"KVM_TDX_INIT_VCPU window outcomes (runs with no fault injected): {len(got)} "
-           "reached"]
+    head = f"KVM_TDX_INIT_VCPU window outcomes (runs with no fault injected): {len(got)} reached"
+    out = [head]
     for o in got:
         if o["pages"] is None:
             end = "KVM's books agree with the module again at its last step"
