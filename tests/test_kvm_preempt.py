@@ -154,3 +154,24 @@ def test_fixes_hold_on_default_with_faults(fix: str) -> None:
     run = run_kvm("default", faults=True, preempt="all", fix=fix)
     assert run.verdict == "holds", kvm_text(run, traces=False)
     assert not run.witnesses_missing
+
+
+def test_the_findings_reproducers_are_what_the_checker_writes_and_replay() -> None:
+    """reports/findings/*.tdx: the checker's shortest runs (default, --preempt) as written
+    today, replaying on both engines to the leak, with the executor's consequences."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "reports" / "findings"
+    files = sorted(root.glob("kvm-tdx-init-vcpu-preemption*.tdx"))
+    assert len(files) == 2
+    run = run_kvm("default", preempt="all")
+    by_id = {f"outcome[{o['outcome']}; {o['where']}; {o['leak']}]": o for o in run.outcomes}
+    for f in files:
+        lines = f.read_text().splitlines()
+        oid = lines[1].removeprefix("# a run showing ")
+        body = kvm_tdx(run.prog, by_id[oid]["cx"]).splitlines()
+        assert lines[1:] == body[1:], f.name
+        rr = replay(parse_text(f.read_text(), f.name), run="both")
+        assert not rr.mismatches and not rr.disagreements
+        assert {v.invariant for _, v in rr.violations} == {"no-leak"}
+        assert {"leaked-page", "leaked-hkid"} <= {c.kind for c in rr.consequences}
