@@ -79,7 +79,11 @@ def load_mmu_pgd(k: KvmHost, mv: _Move, v: int) -> bool:
     TDH.VP.WR on the current CPU, the first time the vCPU's root is loaded (the first
     KVM_TDX_INIT_MEM_REGION on it: kvm_tdp_mmu_map_private_pfn, or its first KVM_RUN:
     vcpu_enter_guest, before preempt_disable()).  A failure is tdh_vp_wr_failed's
-    KVM_BUG_ON.  Modelled in the preemption mode only: without it the vCPU is always
+    KVM_BUG_ON.  Tree: kvm-x86 @09c6f74e (tdx_gmem_post_populate ->
+    kvm_tdp_mmu_map_private_pfn, whose kvm_mmu_reload is in "[PATCH v3 04/25] KVM: x86/mmu:
+    Add dedicated API to map guest_memfd pfn into TDP MMU"); the 6.16-6.18 shape
+    (torvalds/linux @3829d81b) calls kvm_mmu_reload() in tdx_vcpu_init_mem_region itself,
+    before the same SEPT.ADD.  Modelled in the preemption mode only: without it the vCPU is always
     associated with vcpu->cpu or with no LP here, and the VP.WR changes nothing VP.ENTER
     would not."""
     mv[k.ROOT[v]] = 1

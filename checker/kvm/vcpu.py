@@ -113,7 +113,12 @@ def _vp_init(k: KvmHost, mv: _Move, v: int, vpr: int) -> bool:
     CPU the thread runs on (= vcpu->cpu: the vCPU is loaded).  TDH.VP.INIT associates the
     vCPU with that LP (tdh_vp_init.c: associate_vcpu_initial).  One atomic step: the
     rwlock's write section is not preemptible.  The fix ``state_under_mmu_lock`` sets
-    ``tdx->state = VCPU_TD_STATE_INITIALIZED`` here, inside the guard."""
+    ``tdx->state = VCPU_TD_STATE_INITIALIZED`` here, inside the guard.
+
+    Tree: kvm-x86 @09c6f74e (the guard is 9a89894f30d5, in 6.19).  Before it (torvalds/linux
+    @3829d81b, the 6.16-6.18 shape) tdh_vp_init() is unguarded and the reschedule point
+    after it is sc_retry()'s preempt_enable() (6.18+) or any interrupt return: the same
+    window; the model follows the newer tree."""
     a = k.act("TDH.VP.INIT", cpu=mv[k.VCPU[v]] - 1, tdvpr=vpr)
     if mv.call(a):
         mv.error("tdx_td_vcpu_init: tdh_vp_init")
