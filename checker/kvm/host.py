@@ -289,7 +289,13 @@ class KvmHost:
         any other CPU: ``kvm_sched_in`` -> ``kvm_arch_vcpu_load`` -> ``tdx_vcpu_load`` on
         the new CPU (virt/kvm/kvm_main.c kvm_sched_in, linux-next @564aa69a).  Userspace may
         also close the VM instead of issuing the next ioctl (killed by a signal, or giving up:
-        ``op.abandon``)."""
+        ``op.abandon``).
+
+        Only the ``vm`` thread gets these edges: the vCPU threads already move to any CPU
+        between any two of their steps (their ``vcpu_load`` edges); the zap runs with
+        mmu_lock held for write (not preemptible); KVM_TDX_INIT_VM, FINALIZE and
+        kvm_destroy_vm hold no vCPU, so moving them only changes which CPU issues a
+        TD-scoped SEAMCALL (the per-CPU ones are IPIs to a named CPU)."""
         if not self.preempt:
             return
         v = op.loaded
