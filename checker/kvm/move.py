@@ -13,7 +13,7 @@ from tdxcheck.model.compile import NOT_ENABLED
 from tdxcheck.model.state import State
 from tdxcheck.model.status import status_name
 
-from .config import _SITE, LEAK_SITES
+from .config import _SITE, LEAK_SITES, SILENT_SITES
 
 if TYPE_CHECKING:
     from .host import KvmHost
@@ -100,8 +100,9 @@ class _Move:
     def error(self, site: str, bug: bool = True) -> None:
         """KVM reports an error at ``site``; ``bug``: KVM_BUG_ON marks the VM dead."""
         k = self.k
-        if self.calls is not None:
-            self.calls.append(("KVM_BUG_ON" if bug else "error") + f" ({site})")
+        if self.calls is not None:  # silent: KVM neither logs nor returns it
+            kind = "KVM_BUG_ON" if bug else "silent" if site in SILENT_SITES else "error"
+            self.calls.append(f"{kind} ({site})")
         self.h[k.ERRORS] |= 1 << _SITE[site]
         if site in LEAK_SITES and not self.h[k.LEAK]:
             self.h[k.LEAK] = _SITE[site] + 1

@@ -116,8 +116,10 @@ def kvm_tdx(prog: KvmHost, cx: Any, title: str = "") -> str:
     """A counterexample as a replayable scenario (scenario-format.md): every model action of
     every step, typed wrappers with the status each returned (``-> STATUS``) and the fault
     injected (``fault=``); a wrapper KVM called without its CLFLUSH is written in the untyped
-    form.  A ``no-leak`` trace, and a window outcome's run that ends with the VM destroyed,
-    ends with ``check_no_leak``."""
+    form; KVM's reaction to an error status (KVM_BUG_ON, an error path) is a comment.  A
+    trace of one of KVM's end-of-run properties (``no-leak``, ``vm-bugged``,
+    ``loud-failure``) or a window outcome's run that ends with the VM destroyed ends with
+    ``check_no_leak``."""
     from tdxcheck.checker.explore.traces import _Namer, config_line
 
     u = prog.u
@@ -135,8 +137,12 @@ def kvm_tdx(prog: KvmHost, cx: Any, title: str = "") -> str:
         lines.append(f"# {prog.label(eid)}")
         for a, fault, status, before in prog.actions_of(s, eid):
             lines.append(_scenario_line(prog, namer, a, fault, status, before))
-    if cx.invariant == "no-leak" or (cx.invariant.startswith("outcome[")
-                                     and prog.terminal(cx.states[-1])):
+        # what KVM did with an error status (the scenario engines see only the status)
+        lines += [f"#   -> {c}" for c in prog.calls_of(s, eid)
+                  if c.startswith(("KVM_BUG_ON (", "error (", "silent ("))]
+    kvm_level = cx.invariant in ("no-leak", "vm-bugged", "loud-failure") or \
+        cx.invariant.startswith("outcome[")
+    if kvm_level and prog.terminal(cx.states[-1]):
         lines.append("check_no_leak")
     return "\n".join(lines) + "\n"
 
