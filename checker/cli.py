@@ -166,8 +166,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     if args.host == "kvm":
         return _cmd_check_kvm(args)
-    if args.preempt_init:
-        print("tdxcheck: error: --preempt-init is for --host kvm", file=sys.stderr)
+    if args.preempt or args.fix:
+        print("tdxcheck: error: --preempt, --preempt-init and --fix are for --host kvm",
+              file=sys.stderr)
         return EXIT_USAGE
     files = [a for a in args.args if "=" not in a]
     overrides = [tuple(a.split("=", 1)) for a in args.args if "=" in a]
@@ -273,7 +274,7 @@ def _cmd_check_kvm(args: argparse.Namespace) -> int:
 
         known_checks(args.ablate, kvm_config(args.config).universe())
         run = run_kvm(args.config, faults=args.faults, ablate=args.ablate,
-                      preempt_init=args.preempt_init,
+                      preempt=args.preempt, fix=args.fix,
                       limits=Limits(args.max_states, args.max_depth, args.time_limit),
                       progress=None if args.quiet else _progress_printer("explore kvm"))
     except InputError as e:
@@ -292,6 +293,13 @@ def _cmd_check_kvm(args: argparse.Namespace) -> int:
             base.with_suffix(".itf.json").write_text(
                 dumps_itf(itf(run.prog, cx, trace_of(run.prog, cx))))
             files.append([str(base.with_suffix(".tdx")), str(base.with_suffix(".itf.json"))])
+        for o in run.outcomes:  # the window's outcomes (preemption mode)
+            if o["length"] is not None:
+                words = " ".join((o["outcome"].split(" (")[0], o["where"], o["leak"]))
+                name = "outcome-" + "-".join(
+                    "".join(ch if ch.isalnum() else " " for ch in words.lower()).split())
+                o["file"] = str(out / f"{name}.tdx")
+                Path(o["file"]).write_text(kvm_tdx(run.prog, o["cx"]))
     if args.json:
         data = kvm_json(run)
         if files:
@@ -707,6 +715,13 @@ def _ablate_arg(p: argparse.ArgumentParser) -> None:
                    "tdxcheck ablate --list names them)")
 
 
+def _kvm_fixes() -> list[str]:
+    """The kvm host's candidate fixes (checker/kvm/config.py FIXES), for --fix."""
+    from tdxcheck.checker.kvm import FIXES
+
+    return list(FIXES)
+
+
 def _json_quiet(p: argparse.ArgumentParser, json_help: str = "print the result as JSON") -> None:
     p.add_argument("--json", action="store_true", help=json_help)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -747,9 +762,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", default="default", help="tiny | default | large")
     c.add_argument("--faults", action="store_true",
                    help="let every SEAMCALL fail at each of its fault points")
-    c.add_argument("--preempt-init", action="store_true",
-                   help="--host kvm: let KVM_TDX_INIT_VCPU be preempted between TDH.VP.INIT and "
-                   "tdx->state = INITIALIZED and resume on another CPU (see checker/kvm/vcpu.py)")
+    pre = c.add_mutually_exclusive_group()
+    pre.add_argument("--preempt", action="store_const", const="all", dest="preempt",
+                     help="--host kvm: a CONFIG_PREEMPTION kernel: a thread with a vCPU loaded "
+                     "may be preempted and resume on another CPU wherever the kernel can "
+                     "reschedule (see checker/kvm/); lists the KVM_TDX_INIT_VCPU window's "
+                     "outcomes")
+    pre.add_argument("--preempt-init", action="store_const", const="init_vcpu",
+                     dest="preempt",
+                     help="--host kvm: as --preempt, with only the reschedule points inside "
+                     "the KVM_TDX_INIT_VCPU window (TDH.VP.INIT .. the state store): a subset")
+    c.add_argument("--fix", choices=tuple(_kvm_fixes()), default=None, metavar="FIX",
+                   help="--host kvm: apply a candidate fix of the KVM_TDX_INIT_VCPU window: "
+                   + ", ".join(_kvm_fixes()))
     c.add_argument("--all", action="store_true",
                    help="one shortest trace per violated invariant (default: stop at first)")
     c.add_argument("--no-symmetry", action="store_true", help="turn symmetry reduction off")

@@ -85,8 +85,9 @@ CONFIG_COVERS: dict[str, str] = {
             "TDCS, vCPU init, enter/exit, flush, teardown, reclaim, an S-EPT page (SEPT.ADD "
             "and SEPT.REMOVE); never a guest page (PAGE.ADD, AUG and REMOVE never succeed)",
     "default": "two TDs contending for 4 pages and one private HKID on two packages: HKID "
-               "reuse, CACHE.WB per package, a guest page (PAGE.ADD, AUG, ACCEPT, BLOCK, "
-               "TRACK and REMOVE succeed), two CPUs (a host call next to a running vCPU)",
+               "reuse, CACHE.WB per package, a guest page (PAGE.ADD, AUG, BLOCK, TRACK and "
+               "REMOVE succeed; a guest's ACCEPT needs a fifth page and never does), two "
+               "CPUs (a host call next to a running vCPU)",
     "large": "two TDs, two vCPUs, two private HKIDs, 6 pages, two GPAs: two vCPUs of one TD "
              "and two guest pages; its exploration takes longer than ten minutes on a 2-core "
              "machine (give --max-states or --time-limit)",
