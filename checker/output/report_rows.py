@@ -22,7 +22,7 @@ it is doing while they run (the ablation takes minutes).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -114,8 +114,10 @@ def mutant_rows(config: Any, progress: Say = None) -> list[dict[str, Any]]:
         for r in run_mutants(name, progress=show)])
 
 
-def ablation_rows(config: Any, progress: Say = None) -> list[dict[str, Any]]:
-    """The same for every report (kvm tiny, faults), so computed once per process."""
+def ablation_rows(config: Any, progress: Say = None, checks: Sequence[str] | None = None
+                  ) -> list[dict[str, Any]]:
+    """The same for every report (kvm tiny, faults), so computed once per process;
+    ``checks`` (tests) removes only those, one at a time, instead of every check."""
     from tdxcheck.checker.analyses.ablation import ablation_json, run_ablation, why_nothing_breaks
 
     def show(i: int, n: int, check: str) -> None:
@@ -123,7 +125,7 @@ def ablation_rows(config: Any, progress: Say = None) -> list[dict[str, Any]]:
             progress(f"check {i + 1}/{n} removed: {check}")
 
     def make() -> list[dict[str, Any]]:
-        rows = run_ablation("kvm", "tiny", faults=True, progress=show)
+        rows = run_ablation("kvm", "tiny", checks=checks, faults=True, progress=show)
         out = []
         for row, r in zip(rows, ablation_json(rows, "kvm")["checks"], strict=True):
             broken = ", ".join(f"{inv} ({n})" for inv, n in sorted(r["broken"].items()))
@@ -144,7 +146,8 @@ def ablation_rows(config: Any, progress: Say = None) -> list[dict[str, Any]]:
                         "why nothing breaks": f"{why['kind']}: {why['reason']}" if why else ""})
         return out
 
-    return _cached(("ablation", "kvm tiny faults"), make)
+    which = "" if checks is None else " " + ",".join(checks)
+    return _cached(("ablation", "kvm tiny faults" + which), make)
 
 
 def consequences(prog: Any, cx: Any) -> list[str]:
