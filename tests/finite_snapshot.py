@@ -12,7 +12,7 @@ import sys
 from tdxcheck.checker.explore.programs import any_host_actions, make_config
 from tdxcheck.model.actions import HOST_ACTIONS, Action, rule_of, wrapper_pre
 from tdxcheck.model.rule import Ctx
-from tdxcheck.model.state import Layout
+from tdxcheck.model.state import Layout, Universe
 from tdxcheck.properties import INVARIANTS
 from tdxcheck.properties.lemmas import LEMMAS
 
@@ -26,7 +26,7 @@ CONFIGS = {
 }
 
 
-def _host_actions(u):  # noqa: ANN001, ANN202
+def _host_actions(u: Universe) -> list[Action]:
     out = []
     for pg in range(1, u.n_pages):
         for kind in ("page_alloc", "page_free", "clflush", "clear_page"):
