@@ -15,7 +15,7 @@ neither can return BUSY here.
 from __future__ import annotations
 
 from .enums import OP_TLB_TRACKING, PageType, SeptState, TdLifecycle
-from .expr import And, Expr, If, Not, Or, lift
+from .expr import And, Expr, If, Not, Or, Sym, lift
 from .rule import RuleBuilder, st
 from .state import S
 from .status import OperandId, Status
@@ -144,7 +144,10 @@ def tracking_required(t: Expr) -> Expr:
     return S.op_state[t].isin(OP_TLB_TRACKING)
 
 
-def keyid_lines(packages: int, keyid: Expr | int, pkg: int | None = None) -> Expr:
-    """Dirty-map bits of ``keyid`` on every package (or on ``pkg`` only)."""
+def keyid_lines(packages: int, keyid: Expr | int, pkg: Expr | int | None = None) -> Expr:
+    """Dirty-map bits of ``keyid`` on every package (or on ``pkg`` only).  With a symbolic
+    package count (the parametric reading) the set itself: ``Sym("lines", ...)``."""
+    if not isinstance(packages, int):
+        return Sym("lines", (lift(keyid),) if pkg is None else (lift(keyid), lift(pkg)))
     mask = ((1 << packages) - 1) if pkg is None else (1 << pkg)
     return lift(mask) << (lift(keyid) * packages)
