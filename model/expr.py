@@ -161,12 +161,17 @@ class In(Expr):
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Var(Expr):
-    """An object of a sort (``kind``: page, td, vp, hkid, pkg, cpu, entry): a variable
-    bound by an ``Agg``, a ``ForEach`` or a ∀-clause, or an operand of a parametric
-    transition.  Only the parametric reading builds one."""
+    """An object of a sort (``kind``: page, td, vp, hkid, pkg, cpu, entry, entry<L>): a
+    variable bound by an ``Agg``, a ``ForEach`` or a ∀-clause (``dom``: what it ranges
+    over), or an operand of a parametric transition.  Only the parametric reading builds
+    one."""
 
     kind: str
     name: str
+    dom: SymDomain | None = None
+
+    def __str__(self) -> str:  # a clause message names the variable
+        return self.name
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -183,16 +188,19 @@ class Sym(Expr):
 @dataclass(frozen=True)
 class SymDomain:
     """Every object of a sort, in the parametric reading: ``kind`` is page (not NULL), td,
-    vp, hkid (the private HKIDs), pkg, entry (every S-EPT entry of every level), or
-    children (the entries whose parent is ``of``, one level below ``level``)."""
+    vp, hkid (the private HKIDs), pkg, entry (every S-EPT entry of every level), children
+    (the entries whose parent is ``of``, one level below ``level``), anypage and anyhkid
+    (NULL, the KeyID 0 and the global KeyID included: the state's every cell)."""
 
     kind: str
     of: Expr | None = None
     level: int | None = None
 
     def var(self) -> Var:
-        return Var("entry" if self.kind == "children" else self.kind,
-                   f"{self.kind[0]}{next(_VAR_IDS)}")
+        kind = {"anypage": "page", "anyhkid": "hkid"}.get(self.kind, self.kind)
+        if self.kind == "children":
+            kind = f"entry{self.level - 1}"  # type: ignore[operator]
+        return Var(kind, f"{kind[0]}{next(_VAR_IDS)}", self)
 
 
 _VAR_IDS = itertools.count()
