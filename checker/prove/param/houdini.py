@@ -50,6 +50,7 @@ class Failure:
     goal: Goal
     model: Any = None
     round: int = 0
+    cti: Any = None  # a cti.ParamCTI
 
 
 @dataclass
@@ -59,6 +60,9 @@ class Context:
     fixed: Platform
     faults: bool
     ablate: tuple[str, ...]
+    #: bounded: one finite instance of these sizes (``Vocab``); every formula grounded,
+    #: every counting clause exact
+    sizes: dict[str, int] | None = None
     vocab: Vocab = field(init=False)
     enc: Enc = field(init=False)
     reader: RuleReader = field(init=False)
@@ -69,7 +73,7 @@ class Context:
     targets: list[PTarget] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.vocab = Vocab(self.fixed.sept_levels)
+        self.vocab = Vocab(self.fixed.sept_levels, self.sizes)
         self.enc = Enc(self.vocab)
         self.reader = RuleReader(self.enc)
         self.obl = Obligations(self.enc)
@@ -104,6 +108,7 @@ class Context:
                 from .logic import Env
 
                 facts.append(self.enc.truth(tr.guard, Env(self.pre, None, dict(binds))))
+            facts = [v.ground(f) for f in facts]
             hit = self._steps[tr.eid] = (st, binds, facts)
         return hit
 
@@ -115,17 +120,32 @@ class Context:
             for c in t.clauses:
                 h += self.obl.hypothesis(c, self.pre)
             for cc in t.counts:
-                h.append(self.obl.count_consequence(cc, self.pre))
-            self._hyps[t.id] = h
+                if self.bounded:
+                    h += self.obl.hypothesis(cc.clause, self.pre)
+                else:
+                    h.append(self.obl.count_consequence(cc, self.pre))
+            h = self._hyps[t.id] = [self.vocab.ground(f) for f in h]
         return h
+
+    @property
+    def bounded(self) -> bool:
+        return self.sizes is not None
+
+    def _ground(self, goals: list[Goal]) -> list[Goal]:
+        for g in goals:
+            g.neg = self.vocab.ground(g.neg)
+        return goals
 
     def initial_goals(self, t: PTarget) -> list[Goal]:
         out = []
         for c in t.clauses:
             out += self.obl.goals(c, self.init)
         for cc in t.counts:
-            out.append(self.obl.count_initial(cc, self.init))
-        return out
+            if self.bounded:
+                out += self.obl.goals(cc.clause, self.init)
+            else:
+                out.append(self.obl.count_initial(cc, self.init))
+        return self._ground(out)
 
     def goals(self, t: PTarget, tr: PTransition) -> tuple[list[Goal], bool]:
         """The target's goals after ``tr`` (and whether the frame discharged them all)."""
@@ -142,11 +162,14 @@ class Context:
                 out += self.obl.goals(c, st.post, binds=binds)
         for cc in t.counts:
             if cc.reads & st.written:
-                out.append(self.obl.count_step(cc, tr.rule, st, self.pre, binds))
+                if self.bounded:
+                    out += self.obl.goals(cc.clause, st.post, binds=binds)
+                else:
+                    out.append(self.obl.count_step(cc, tr.rule, st, self.pre, binds))
         if t.step is not None:
             for c in t.step(tr.action):
                 out += self.obl.goals(c, st.post, self.pre, binds, step=True)
-        self._goals[key] = out
+        self._goals[key] = out = self._ground(out)
         return out, not out
 
 
@@ -160,6 +183,7 @@ class RoundResult:
 def run_round(ctx: Context, hyps: Sequence[PTarget], timeout_ms: int, round_no: int,
               progress: Callable[[dict[str, Any]], None] | None = None,
               t0: float = 0.0, edges: Sequence[int] | None = None) -> RoundResult:
+    """One round over ``edges`` (default: every transition)."""
     sol = z3.Solver()
     sol.set("timeout", timeout_ms)
     sol.add(*ctx.vocab.base_facts())

@@ -32,6 +32,7 @@ rule does not write is the pre-state's by construction.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,7 @@ def level_of(kind: str) -> int:
 
 # ------------------------------------------------------------------ vocabulary
 _ENUMS: dict[type, tuple[Any, dict[int, Any]]] = {}
+_BOUNDED = itertools.count()
 
 
 def _enum_sorts() -> dict[type, tuple[Any, dict[int, Any]]]:
@@ -121,17 +123,34 @@ class Vocab:
     """Sorts, constants, rigid functions and per-state field functions for one S-EPT
     depth."""
 
-    def __init__(self, levels: int) -> None:
+    def __init__(self, levels: int, sizes: dict[str, int] | None = None) -> None:
         self.levels = levels
         self.kinds = (*OBJECT_KINDS, *(f"entry{i}" for i in range(levels)))
-        self.sort = {k: z3.DeclareSort(k.upper()) for k in self.kinds}
+        #: bounded (``sizes``): every sort an enumeration of that many elements, every
+        #: quantifier expanded over them (``ground``), counts read as sums: one finite
+        #: instance, for counterexamples and cross-checks; else uninterpreted sorts
+        self.sizes = sizes
+        self.elems: dict[str, list[Any]] = {}
+        if sizes is None:
+            self.sort = {k: z3.DeclareSort(k.upper()) for k in self.kinds}
+            self.zero = {"page": z3.Const("NULL", self.sort["page"]),
+                         "hkid": z3.Const("ZERO", self.sort["hkid"]),
+                         "cpu": z3.Const("NOLP", self.sort["cpu"]),
+                         "td": z3.Const("TD0", self.sort["td"]),
+                         "vp": z3.Const("VP0", self.sort["vp"])}
+            self.GLOBAL = z3.Const("GLOBAL", self.sort["hkid"])
+        else:
+            uid = next(_BOUNDED)
+            self.sort = {}
+            for k in self.kinds:
+                n = sizes[k]
+                if n < {"hkid": 2, "cpu": 2}.get(k, 1):
+                    raise ValueError(f"a bounded {k} sort needs more than {n} elements")
+                srt, cs = z3.EnumSort(f"{k.upper()}#{uid}", [f"{k}{i}#{uid}" for i in range(n)])
+                self.sort[k], self.elems[k] = srt, list(cs)
+            self.zero = {k: self.elems[k][0] for k in ("page", "hkid", "cpu", "td", "vp")}
+            self.GLOBAL = self.elems["hkid"][-1]
         self.enums = _enum_sorts()
-        self.zero = {"page": z3.Const("NULL", self.sort["page"]),
-                     "hkid": z3.Const("ZERO", self.sort["hkid"]),
-                     "cpu": z3.Const("NOLP", self.sort["cpu"]),
-                     "td": z3.Const("TD0", self.sort["td"]),
-                     "vp": z3.Const("VP0", self.sort["vp"])}
-        self.GLOBAL = z3.Const("GLOBAL", self.sort["hkid"])
         self.cpu_pkg = z3.Function("cpu_pkg", self.sort["cpu"], self.sort["pkg"])
         self.parent = [z3.Function(f"parent{i}", self.sort[f"entry{i}"],
                                    self.sort[f"entry{i + 1}"]) for i in range(levels - 1)]
@@ -171,6 +190,51 @@ class Vocab:
     def base_facts(self) -> list[Any]:
         """What every state of every instance satisfies: the special constants differ."""
         return [self.zero["hkid"] != self.GLOBAL]
+
+    def ground(self, f: Any) -> Any:
+        """``f`` with every quantifier expanded over the bounded sorts' elements (a
+        quantifier-free formula); unbounded: ``f``."""
+        if self.sizes is None:
+            return f
+        return _ground(f, self.elems_by_sort, {})
+
+    @functools.cached_property
+    def elems_by_sort(self) -> dict[Any, list[Any]]:
+        out = {self.sort[k]: self.elems[k] for k in self.kinds}
+        for srt, consts in self.enums.values():
+            out[srt] = list(consts.values())
+        return out
+
+
+def _ground(t: Any, elems: dict[Any, list[Any]], memo: dict[int, Any]) -> Any:
+    """``t`` with its outermost quantifiers replaced by their expansions (each instance
+    grounded in turn)."""
+    found: dict[int, Any] = {}
+    stack, seen = [t], set()
+    while stack:
+        x = stack.pop()
+        if x.get_id() in seen:
+            continue
+        seen.add(x.get_id())
+        if z3.is_quantifier(x):
+            found[x.get_id()] = x
+        elif z3.is_app(x):
+            stack.extend(x.children())
+    if not found:
+        return t
+    pairs = []
+    for key, q in found.items():
+        hit = memo.get(key)  # (q, expansion): q kept alive, so its id stays its own
+        if hit is not None and z3.eq(hit[0], q):
+            out = hit[1]
+        else:
+            choices = [elems[q.var_sort(i)] for i in range(q.num_vars())]
+            inst = [_ground(z3.substitute_vars(q.body(), *reversed(combo)), elems, memo)
+                    for combo in itertools.product(*choices)]
+            out = z3.And(*inst) if q.is_forall() else z3.Or(*inst)
+            memo[key] = (q, out)
+        pairs.append((q, out))
+    return z3.substitute(t, *pairs)
 
 
 # ------------------------------------------------------------------ states
@@ -639,7 +703,15 @@ class Enc:
 
     def _agg(self, e: Agg, env: Env) -> tuple[Any, Ty]:
         if e.op == "count":
-            raise Unsupported("a count outside a counting clause (see counting.py)")
+            if self.v.sizes is None:
+                raise Unsupported("a count over an unbounded sort (obligations.py proves it)")
+            terms = []
+            for kind, _x, _d in self.binders(e.dom, e.var, env):
+                for x in self.v.elems[kind]:
+                    benv = env.bind(e.var.name, x, OBJ(kind))
+                    terms.append(z3.If(z3.And(self.v.in_domain(kind, x, e.dom),
+                                              self.truth(e.body, benv)), 1, 0))
+            return (z3.Sum(terms) if terms else z3.IntVal(0)), INT
         parts = []
         ty: Ty = BOOL
         for kind, x, dom_ok in self.binders(e.dom, e.var, env):
