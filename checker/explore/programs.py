@@ -132,8 +132,6 @@ def any_host_guard(kind: str, slot: Any) -> Expr | None:
 def any_host_actions(u: Universe) -> list[tuple[Action, Expr | None]]:
     """Every SEAMCALL with every operand of the universe, plus the guest's own steps, each
     with its host-side guard (a struct must be free before TDH.MNG.CREATE/VP.CREATE)."""
-    from tdxcheck.model.state import S
-
     p = u.platform
     pages = range(1, u.n_pages)
     cpus = range(p.cpus)

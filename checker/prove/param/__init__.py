@@ -227,6 +227,56 @@ def prove_parametric(config: Config, *, sept_levels: int | None = None, faults: 
     return result
 
 
+def affected(ctx: Context, check: str) -> list[int]:
+    """The transitions whose rule (unablated) runs the module check ``check``: the only
+    ones whose queries its ablation changes."""
+    from tdxcheck.model.actions import rule_of
+    from tdxcheck.model.rule import Check, Ctx
+
+    out = []
+    for tr in ctx.trans:
+        rule = rule_of(tr.action, Ctx(ctx.su, None, tr.cpu, frozenset()))  # type: ignore[arg-type]
+        if any(isinstance(st, Check) and st.name == check for st in rule.steps):
+            out.append(tr.eid)
+    return out
+
+
+@dataclass
+class Caught:
+    """What the first Houdini round says about an ablated (or mutated) model."""
+
+    failed: dict[str, str]  # target -> sat | unknown
+    ctis: dict[str, ParamCTI]
+    seconds: float
+
+
+def first_round(fixed: Platform, *, faults: bool = False, ablate: Sequence[str] = (),
+                edges: Sequence[int] | None = None, timeout_ms: int = 60_000,
+                cti_seconds: float = 60.0, only: Sequence[str] | None = None) -> Caught:
+    """The first round of the parametric proof over ``edges`` (the other transitions'
+    queries are the unablated proof's, all unsat), each failed target (of ``only``) with
+    its bounded CTI confirmed on the engine: enough to say whether a check's removal is
+    caught."""
+    from tdxcheck.checker.prove.common import _Ctx
+
+    t0 = time.monotonic()
+    ctx = Context(fixed, faults, tuple(ablate))
+    hyps = [t for t in ctx.targets if initial_check(ctx, t, timeout_ms) is None]
+    r = run_round(ctx, hyps, timeout_ms, 1, edges=edges)
+    search = Search(fixed, faults, tuple(ablate), timeout_ms)
+    ctis = {}
+    ids = [t.id for t in hyps]
+    for tid, f in sorted(r.failed.items()):
+        if only is not None and tid not in only:
+            continue
+        cti = search.find(tid, f.edge, f.goal.what, ctx.trans[f.edge].text, ids, cti_seconds)
+        if cti.config is not None:
+            confirm(cti, _Ctx(cti.config, faults, tuple(ablate), None, None), ids)
+        ctis[tid] = cti
+    return Caught({k: f.answer for k, f in sorted(r.failed.items())}, ctis,
+                  time.monotonic() - t0)
+
+
 def _bmc(out: PTargetResult, fin: Any, proved: list[str], depth: int, timeout_ms: int,
          budget: float) -> tuple[str, Any]:
     """``violated`` if bounded model checking from the initial state of the CTI's
@@ -263,5 +313,16 @@ def _bmc(out: PTargetResult, fin: Any, proved: list[str], depth: int, timeout_ms
             f"{BMC_PAGES} pages)"), fin
 
 
-__all__ = ["NOT_INDUCTIVE", "PROVED", "SIZES", "UNKNOWN", "VIOLATED", "ParamResult",
-           "PTargetResult", "prove_parametric"]
+__all__ = [
+    "NOT_INDUCTIVE",
+    "PROVED",
+    "SIZES",
+    "UNKNOWN",
+    "VIOLATED",
+    "Caught",
+    "PTargetResult",
+    "ParamResult",
+    "affected",
+    "first_round",
+    "prove_parametric",
+]

@@ -159,7 +159,7 @@ class Search:
                 if again is None:
                     break
                 sizes, found = smaller, again
-        ctx, sol, model, tr, goal = found
+        ctx, sol, model, tr, _goal = found
         cti.sizes = dict(sizes)
         m = Mapping.of_model(ctx.vocab, model, self.fixed)
         model = self._simplify(ctx, sol, model, m, t0 + budget)
@@ -185,8 +185,10 @@ class Search:
 
         def try_fix(cells: list[int]) -> None:
             nonlocal model
-            cells = [i for i in cells
-                     if model.eval(terms[i], model_completion=True).as_long() != init[i]]
+            same = [i for i in cells
+                    if model.eval(terms[i], model_completion=True).as_long() == init[i]]
+            sol.add(*(terms[i] == init[i] for i in same))  # keep them (the model has them)
+            cells = [i for i in cells if i not in same]
             if not cells or time.monotonic() > until:
                 return
             sol.push()

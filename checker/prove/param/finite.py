@@ -164,7 +164,7 @@ class Mapping:
                 "pkg": self.pkgs}[kind][i]
 
     def _bits(self, kind: str) -> list[tuple[int, tuple[Any, ...]]]:
-        P = len(self.pkgs)  # noqa: N806 - the packages count
+        P = len(self.pkgs)
         if kind == "bitmap_pkg":
             return [(q, (self.pkgs[q],)) for q in range(P)]
         if kind == "bitmap_hkid":
@@ -295,6 +295,29 @@ class Conformance:
         n_post = len(terms) - 3 - (tr.guard is not None)
         return (guard, z3.is_true(vals[0]), vals[1].as_long(), vals[2].as_long(),
                 tuple(x.as_long() for x in vals[3:3 + n_post]))
+
+
+def clause_truths(conf: Conformance, s: State) -> dict[str, bool]:
+    """Each target's ∀-clauses (counting clauses exact) on the finite state ``s``, by the
+    parametric reading."""
+    ctx, sol = conf.ctx, conf.sol
+    if not hasattr(conf, "_truth_defs"):
+        defs = []
+        for t in ctx.targets:
+            if t.kind == "typing":
+                continue
+            d = z3.Bool(f"holds.{t.id}")
+            defs.append((t.id, d, d == z3.And(*ctx.hypotheses(t))))
+        conf._truth_defs = defs  # type: ignore[attr-defined]
+    defs = conf._truth_defs  # type: ignore[attr-defined]
+    sol.push()
+    sol.add(*(t == x for t, x in zip(conf._pre, s, strict=True)))
+    sol.add(*(eq for _i, _d, eq in defs))
+    assert sol.check() == z3.sat
+    model = sol.model()
+    out = {i: z3.is_true(model.eval(d, model_completion=True)) for i, d, _e in defs}
+    sol.pop()
+    return out
 
 
 def _kot() -> type:

@@ -182,11 +182,13 @@ class RoundResult:
 
 def run_round(ctx: Context, hyps: Sequence[PTarget], timeout_ms: int, round_no: int,
               progress: Callable[[dict[str, Any]], None] | None = None,
-              t0: float = 0.0, edges: Sequence[int] | None = None) -> RoundResult:
-    """One round over ``edges`` (default: every transition)."""
+              t0: float = 0.0, edges: Sequence[int] | None = None,
+              facts: Sequence[Any] = ()) -> RoundResult:
+    """One round over ``edges`` (default: every transition); ``facts`` are asserted with
+    the hypotheses (a bounded instance's structure)."""
     sol = z3.Solver()
     sol.set("timeout", timeout_ms)
-    sol.add(*ctx.vocab.base_facts())
+    sol.add(*ctx.vocab.base_facts(), *facts)
     for t in hyps:
         sol.add(*ctx.hypotheses(t))
     failed: dict[str, Failure] = {}
@@ -201,7 +203,7 @@ def run_round(ctx: Context, hyps: Sequence[PTarget], timeout_ms: int, round_no: 
         for t in hyps:
             if t.id in failed:
                 continue
-            goals, framed = ctx.goals(t, tr)
+            goals, _framed = ctx.goals(t, tr)
             if not goals:
                 frame[t.id] = frame.get(t.id, 0) + 1
                 continue

@@ -71,15 +71,15 @@ INT: Ty = ("int",)
 BOOL: Ty = ("bool",)
 
 
-def OBJ(kind: str) -> Ty:  # noqa: N802 - a type constructor
+def OBJ(kind: str) -> Ty:
     return ("obj", kind)
 
 
-def SET(*kinds: str) -> Ty:  # noqa: N802
+def SET(*kinds: str) -> Ty:
     return ("set", tuple(kinds))
 
 
-def ENUM(e: type[IntEnum]) -> Ty:  # noqa: N802
+def ENUM(e: type[IntEnum]) -> Ty:
     return ("enum", e)
 
 

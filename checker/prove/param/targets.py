@@ -35,7 +35,7 @@ from tdxcheck.model.expr import (
     SymDomain,
     Var,
 )
-from tdxcheck.model.state import FIELDS, POST, S, Layout, Platform
+from tdxcheck.model.state import FIELDS, POST, Layout, Platform, S
 from tdxcheck.properties import INVARIANTS, Clause, Invariant
 from tdxcheck.properties.base import forall
 from tdxcheck.properties.lemmas import LEMMAS
