@@ -252,11 +252,12 @@ class Caught:
 
 def first_round(fixed: Platform, *, faults: bool = False, ablate: Sequence[str] = (),
                 edges: Sequence[int] | None = None, timeout_ms: int = 60_000,
-                cti_seconds: float = 60.0, only: Sequence[str] | None = None) -> Caught:
+                cti_seconds: float = 60.0, only: Sequence[str] | None = None,
+                prefer: Sequence[str] | None = None) -> Caught:
     """The first round of the parametric proof over ``edges`` (the other transitions'
     queries are the unablated proof's, all unsat), each failed target (of ``only``) with
-    its bounded CTI confirmed on the engine: enough to say whether a check's removal is
-    caught."""
+    its bounded CTI confirmed on the engine (``prefer``: only one, the first failed of
+    these, else the first failed): enough to say whether a check's removal is caught."""
     from tdxcheck.checker.prove.common import _Ctx
 
     t0 = time.monotonic()
@@ -266,6 +267,8 @@ def first_round(fixed: Platform, *, faults: bool = False, ablate: Sequence[str] 
     search = Search(fixed, faults, tuple(ablate), timeout_ms)
     ctis = {}
     ids = [t.id for t in hyps]
+    if prefer is not None and r.failed:  # one CTI: a preferred target's, else the first
+        only = [next((p for p in prefer if p in r.failed), min(r.failed))]
     for tid, f in sorted(r.failed.items()):
         if only is not None and tid not in only:
             continue
