@@ -100,56 +100,75 @@ def table(a: argparse.Namespace) -> dict[str, Any]:
     return {"parametric": runs, "finite": finite}
 
 
-def ablation(a: argparse.Namespace) -> dict[str, Any]:
-    from tdxcheck.checker.analyses.ablation import check_names, run_ablation
+def _ablation_rows(names: list[str], finite: list[str], q: Any) -> None:
+    """One batch of checks, in a fresh process (Z3's and the engines' caches grow)."""
+    from tdxcheck.checker.analyses.ablation import run_ablation
     from tdxcheck.checker.explore.bfs import Limits
     from tdxcheck.checker.prove import prove
     from tdxcheck.checker.prove.param import affected, first_round
     from tdxcheck.checker.prove.param.houdini import Context
 
-    u = make_config("default", {}).universe()
-    names = a.only or check_names(u)
     fixed = make_config("default", {}).platform
     ctx = Context(fixed, False, ())
-    rows = []
-    for n, check in enumerate(names):
+    for check in names:
         t0 = time.monotonic()
         ex = run_ablation("any", "tiny", checks=[check], limits=Limits(time_limit=60))[0]
         row: dict[str, Any] = {"check": check, "explorer_tiny": sorted(ex["broken"]),
                                "explorer_limit": ex.get("limit")}
-        for cfg in [x for x in a.finite.split(",") if x]:
+        for cfg in finite:
             r = prove(make_config(cfg, {}), ablate=[check], confirm_depth=0)
             row[f"finite_{cfg}"] = sorted(t.invariant for t in r.results
                                           if t.status != "proved")
-        edges = affected(ctx, check)
+        t1 = time.monotonic()
         # a CTI for one failed target: one a finite engine names, else the first
-        named = set(row["explorer_tiny"]).union(*(row[k] for k in row if k.startswith("finite_")))
-        c = first_round(fixed, ablate=(check,), edges=edges, timeout_ms=20_000,
-                        cti_seconds=30, prefer=sorted(named))
+        named = set(row["explorer_tiny"]).union(*(row[k] for k in row
+                                                  if k.startswith("finite_")))
+        c = first_round(fixed, ablate=(check,), edges=affected(ctx, check),
+                        timeout_ms=10_000, cti_seconds=30, prefer=sorted(named))
         row["parametric"] = dict(c.failed)
         row["cti"] = {k: {"confirmed": v.confirmed, "replayed": v.replayed,
                           "universe": v.config.describe() if v.config else None,
-                          "note": v.note} for k, v in c.ctis.items()}
-        finite_caught = bool(row["explorer_tiny"]) or any(
-            row[k] for k in row if k.startswith("finite_"))
-        row["finite_caught"] = finite_caught
+                          "step": v.step_text, "breaks": v.clauses, "note": v.note}
+                      for k, v in c.ctis.items()}
+        row["finite_caught"] = bool(named)
         row["param_caught"] = bool(c.failed)
         row["confirmed"] = any(v.confirmed for v in c.ctis.values())
-        row["seconds"] = round(time.monotonic() - t0, 1)
-        rows.append(row)
-        flag = ("MISSED" if finite_caught and not c.failed else
-                "caught" if c.failed else "-")
-        print(f"[{n + 1}/{len(names)}] {check:40} finite {'yes' if finite_caught else 'no ':3} "
-              f"parametric {flag:6} {','.join(sorted(c.failed)) or '-'}"
-              f"{'' if not c.failed else ' (CTI confirmed)' if row['confirmed'] else ' (CTI NOT confirmed)'}"
-              f"  {row['seconds']}s", flush=True)
+        row["finite_seconds"] = round(t1 - t0, 1)
+        row["param_seconds"] = round(time.monotonic() - t1, 1)
+        q.put(row)
+    q.put(None)
+
+
+def ablation(a: argparse.Namespace) -> dict[str, Any]:
+    from tdxcheck.checker.analyses.ablation import check_names
+
+    names = a.only or check_names(make_config("default", {}).universe())
+    finite = [x for x in a.finite.split(",") if x]
+    rows: list[dict[str, Any]] = []
+    mctx = mp.get_context("spawn")
+    for i in range(0, len(names), a.batch):
+        q = mctx.Queue()
+        p = mctx.Process(target=_ablation_rows, args=(names[i:i + a.batch], finite, q))
+        p.start()
+        while (row := q.get()) is not None:
+            rows.append(row)
+            flag = ("MISSED" if row["finite_caught"] and not row["param_caught"] else
+                    "caught" if row["param_caught"] else "-")
+            conf = "" if not row["param_caught"] else (
+                " (CTI confirmed)" if row["confirmed"] else " (CTI NOT confirmed)")
+            print(f"[{len(rows)}/{len(names)}] {row['check']:40} finite "
+                  f"{'yes' if row['finite_caught'] else 'no ':3} parametric {flag:6} "
+                  f"{','.join(sorted(row['parametric'])) or '-'}{conf}  "
+                  f"{row['finite_seconds']}s + {row['param_seconds']}s", flush=True)
+        p.join()
     missed = [r["check"] for r in rows if r["finite_caught"] and not r["param_caught"]]
     unconfirmed = [r["check"] for r in rows if r["param_caught"] and not r["confirmed"]]
     extra = [r["check"] for r in rows if r["param_caught"] and not r["finite_caught"]]
-    print(f"\nchecks {len(rows)}; caught by a finite engine {sum(r['finite_caught'] for r in rows)};"
-          f" by the parametric prover {sum(r['param_caught'] for r in rows)}; missed "
-          f"{len(missed)} {missed}; parametric only {len(extra)} {extra}; CTI not confirmed "
-          f"{len(unconfirmed)} {unconfirmed}")
+    print(f"\nchecks {len(rows)}; caught by a finite engine "
+          f"{sum(r['finite_caught'] for r in rows)}; by the parametric prover "
+          f"{sum(r['param_caught'] for r in rows)}; missed {len(missed)} {missed}; "
+          f"parametric only {len(extra)} {extra}; CTI not confirmed {len(unconfirmed)} "
+          f"{unconfirmed}")
     return {"rows": rows, "missed": missed, "parametric_only": extra,
             "unconfirmed": unconfirmed}
 
@@ -164,6 +183,7 @@ def main() -> int:
     b = sub.add_parser("ablation")
     b.add_argument("--finite", default="tiny")
     b.add_argument("--only", nargs="*")
+    b.add_argument("--batch", type=int, default=8, help="checks per worker process")
     b.add_argument("--json")
     a = ap.parse_args()
     out = table(a) if a.cmd == "table" else ablation(a)

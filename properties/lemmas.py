@@ -178,6 +178,23 @@ VCPU_TD_INITIALISED = _lemma("vcpu-td-initialised", "a vCPU's TD has run TDH.MNG
                              "tdh_vp_create.c; op_state_lookup.c", _vcpu_td_initialised)
 
 
+def _uninitialised_td(u: Universe) -> list[Clause]:
+    """A live TD that has not run TDH.MNG.INIT has no associated vCPU: TDH.MNG.CREATE
+    zeroes the slot, and every step that changes ``num_assoc_vcpus`` acts on a vCPU of the
+    TD (``vcpu-td-initialised``: a TD past INIT), so the count stays 0 until then.  With
+    ``assoc-count-matches`` (which holds once the TD is initialised) this bounds the count
+    by the number of vCPUs in every state, as ``state-encoding`` states it."""
+    return forall(u.domain("td"), lambda t: Clause(
+        Implies(And(_live(t), S.op_state[t] == OpState.OP_STATE_UNINITIALIZED),
+                S.num_assoc[t] == 0),
+        f"{u.tds[t]} has associated vCPUs before TDH.MNG.INIT"))
+
+
+UNINITIALISED_TD = _lemma("uninitialised-td-unassociated",
+                          "a TD before TDH.MNG.INIT has no associated vCPU",
+                          "tdh_mng_create.c; helpers.c associate_vcpu", _uninitialised_td)
+
+
 def _vcpu_idle(u: Universe) -> list[Clause]:
     """An UNINITIALIZED vCPU is associated with no LP and not in the guest: TDH.VP.CREATE
     clears both, and only TDH.VP.INIT (which leaves UNINITIALIZED) or a step that needs
@@ -330,7 +347,7 @@ FLUSHED_LINES = _lemma("flushed-hkid-lines-written-back",
 LEMMAS: tuple[Invariant, ...] = (
     DEAD_TD_SLOT, DEAD_VP_SLOT, TD_TDR, VP_TDVPR, ONLY_NULL_RESERVED, OP_STATES,
     VCPU_TD_INITIALISED, VCPU_IDLE, RUNNING, REFCOUNTS, FLUSHED_UNASSOCIATED, SEPT_ENTRIES,
-    SEPT_DISTINCT, FLUSHED_LINES,
+    SEPT_DISTINCT, FLUSHED_LINES, UNINITIALISED_TD,
 )
 
 __all__ = ["LEMMAS"]

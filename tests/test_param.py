@@ -142,6 +142,19 @@ def test_clauses_evaluate_as_the_finite_clauses(name: str) -> None:
     assert seen[True] and seen[False]
 
 
+@pytest.mark.parametrize("name", CONFIGS)
+def test_initial_state_is_the_any_hosts(name: str) -> None:
+    """The parametric initial state (``InitState``) is ``AnyHost.initial()`` cell for cell."""
+    import z3
+
+    u = make_config(name, {}).universe()
+    conf = Conformance(u)
+    terms = conf.m.cell_terms(conf.ctx.init)
+    sol = z3.Solver()
+    assert sol.check() == z3.sat
+    assert Mapping.values(sol.model(), terms) == AnyHost(u).initial()
+
+
 def _pinned(u: object, ablate: tuple[str, ...] = ()) -> set[str]:
     """The targets a bounded instance of ``u``'s sizes and structure proves (Houdini)."""
     ctx = Context(u.platform, False, ablate, sizes=Mapping.sizes_of(u))  # type: ignore[attr-defined]
@@ -206,7 +219,7 @@ def test_parametric_json_and_text(proof: object) -> None:
     assert d["sizes"] == "all" and d["ok"] and d["fixed"]["sept_levels"] == 2
     text = param_text(proof)  # type: ignore[arg-type]
     assert "all sizes: every number of TDs" in text and "fixed: S-EPT depth 2" in text
-    assert "all proved for every size: 23/23" in text
+    assert "all proved for every size: 24/24" in text
 
 
 #: checks whose removal the explorer (tiny, any host) catches, with a target that fails

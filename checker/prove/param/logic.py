@@ -683,7 +683,6 @@ class Enc:
             op = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}[op]
             a, b = b, a
         h, _ = self.enc(a, env, OBJ("hkid"))
-        rank = {"zero": 0, "private": 1, "global": 2}
         if isinstance(b, Const) and b.value in (0, 1):
             n = b.value
         elif isinstance(b, Sym) and b.name in ("hkids", "global_keyid"):
@@ -692,7 +691,6 @@ class Enc:
             raise Unsupported(f"an HKID compared with {b!r}")
         is_zero, is_glob = h == v.zero["hkid"], h == v.GLOBAL
         r_ge = {0: z3.BoolVal(True), 1: z3.Not(is_zero), 2: is_glob}  # rank(h) >= n
-        _ = rank
         if op == ">=":
             return r_ge[n]
         if op == "<":

@@ -79,11 +79,14 @@ class PrivateHkid(Var):
 
 @dataclass(frozen=True)
 class SymGpa:
-    """A GPA operand at ``level``: valid (``0 <= gpa < 2**47``, private), aligned to
-    ``4096 << 9 * level``; ``entry`` is the S-EPT entry of that level it names."""
+    """A GPA operand at ``level``: valid (private, and within the S-EPT's reach:
+    ``0 <= gpa < 2**min(47, 12 + 9 * depth)``), aligned to ``4096 << 9 * level``; ``entry``
+    is the S-EPT entry of that level it names.  (The any host's GPAs are small multiples of
+    4 KiB: every one of them is such a GPA.)"""
 
     level: int
     entry: Var
+    depth: int = 4
 
     def __mod__(self, m: int) -> int:
         if (4096 << 9 * self.level) % m == 0:
@@ -94,11 +97,12 @@ class SymGpa:
         n = _int_of(n)
         if n is None:
             raise Undecided(f"GPA {op} a symbol")
-        if op in ("<", "<=") and n >= (1 << GPA_BITS):
+        top = 1 << min(GPA_BITS, 12 + 9 * self.depth)  # every symbolic GPA is below
+        if op in ("<", "<=") and n >= top:
             return True
         if op in (">=", ">") and n <= 0:
             return op == ">=" or n < 0
-        if op in (">=", ">") and n >= (1 << GPA_BITS):
+        if op in (">=", ">") and n >= top:
             return False
         raise Undecided(f"is a valid GPA {op} {n:#x}?")
 
@@ -161,10 +165,19 @@ class _SymCount:
 
 
 class _Names:
-    """``u.tds[v]``: the name of a symbolic object (for clause messages)."""
+    """``u.tds[v]``: the name of a symbolic object (for clause messages).  There is no
+    ``len``: a loop over the objects is ``u.domain(kind)`` with ``All``/``Any``/``Count``/
+    ``for_each``/``forall``."""
 
     def __getitem__(self, x: Any) -> str:
         return name_of(x)
+
+    def __len__(self) -> int:
+        raise Undecided("a symbolic universe has any number of TDs and vCPUs: loop over "
+                        "u.domain('td') / u.domain('vp') with All/Any/Count/for_each/forall")
+
+    def __iter__(self) -> Any:
+        return self.__len__()
 
 
 def name_of(x: Any) -> str:

@@ -6,11 +6,16 @@ readers expand (``properties/invariants.py``, ``properties/lemmas.py`` built on 
 ``state-encoding`` here is what the sorts do not already give: every enum field holds a
 member of its enum and every pointer an object by construction; left are the counters'
 ranges (a bound that is the same in every universe is kept, e.g. ``bepoch_age <= 2``,
-``num_tdcx <= tdcs_pages + 3``; a bound that grows with the universe, e.g. ``chldcnt <=
-pages``, becomes ``>= 0``: the counting invariants bound those), ``TDR.hkid`` below the
-global KeyID, the global KeyID outside CACHE.WB's HKID snapshot, and the NULL page's
-fixed ``PT_RSVD`` (``Layout.fixed_cells``).  The bounds are found by building two finite
-layouts of different sizes and comparing them, not written here.
+``num_tdcx <= tdcs_pages + 3``; a bound that grows with the universe becomes ``>= 0``),
+``TDR.hkid`` below the global KeyID, the global KeyID outside CACHE.WB's HKID snapshot,
+and the NULL page's fixed ``PT_RSVD`` (``Layout.fixed_cells``).  The bounds are found by
+building two finite layouts of different sizes and comparing them, not written here.
+
+The growing bounds follow from proved targets in every finite instance: ``chldcnt <=
+pages`` (a live TD: ``chldcnt-matches-pages``, a count of pages; a dead slot:
+``dead-td-slot-zero``), ``refcount[k] <= vCPUs`` (``epoch-refcounts``, a count of vCPUs in
+every slot), ``num_assoc_vcpus <= vCPUs`` (an initialised TD: ``assoc-count-matches``; a TD
+before INIT: ``uninitialised-td-unassociated``; a dead slot: ``dead-td-slot-zero``).
 """
 
 from __future__ import annotations

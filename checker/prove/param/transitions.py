@@ -100,7 +100,7 @@ def shape_of(a: Action, u: Universe) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _symbolic_args(shape: tuple[Any, ...]) -> tuple[tuple[str, Any], ...]:
+def _symbolic_args(shape: tuple[Any, ...], depth: int) -> tuple[tuple[str, Any], ...]:
     items = dict(shape[2:])
     level = items.get("level", 0)
     names = {"tdr": "tdr", "page": "pg", "tdvpr": "tdvpr", "td": "t", "vp": "v"}
@@ -115,7 +115,7 @@ def _symbolic_args(shape: tuple[Any, ...]) -> tuple[tuple[str, Any], ...]:
         elif k == "keyid":
             args.append((k, Sym("global_keyid")))
         elif k == "gpa":
-            args.append((k, SymGpa(level, entry_var(level, f"e{level}"))))
+            args.append((k, SymGpa(level, entry_var(level, f"e{level}"), depth)))
         else:
             args.append((k, v))
     return tuple(args)
@@ -144,7 +144,7 @@ def transitions(fixed: Platform, faults: bool = False, ablate: Sequence[str] = (
     out: list[PTransition] = []
     for s in shapes:
         step, kind = s[0], s[1]
-        args = _symbolic_args(s)
+        args = _symbolic_args(s, fixed.sept_levels)
         cpu = Var("cpu", "cpu")
         action = Action(step, kind, args, cpu)  # type: ignore[arg-type]
         rule = rule_of(action, Ctx(su, None, cpu, frozenset(ablate)))  # type: ignore[arg-type]
