@@ -39,6 +39,7 @@ from tdxcheck.model.state import Platform
 
 from .cti import ParamCTI, Search, confirm
 from .houdini import (
+    FAST_MS,
     NOT_INDUCTIVE,
     PROVED,
     UNKNOWN,
@@ -150,12 +151,18 @@ def prove_parametric(config: Config, *, sept_levels: int | None = None, faults: 
         else:
             dropped[t.id] = f
     rounds = 0
+    search = Search(fixed, faults, tuple(ablate), timeout_ms)
+
+    def fallback(tid: str, eid: int, goal: Any, ids: list[str]) -> ParamCTI | None:
+        cti = search.find(tid, eid, goal.what, ctx.trans[eid].text, ids, cti_seconds)
+        return cti if cti.config is not None else None
+
     while True:
         if not any(t.id == TYPING for t in hyps):
             break  # sorts stand for the finite cells only while the counters are in range
         rounds += 1
         r = run_round(ctx, hyps, timeout_ms, rounds, progress, t0,
-                      edges=edges if rounds == 1 else None)
+                      edges=edges if rounds == 1 else None, fallback=fallback)
         records += r.queries
         for t in hyps:
             res[t.id].frame = r.frame.get(t.id, 0)
@@ -177,7 +184,6 @@ def prove_parametric(config: Config, *, sept_levels: int | None = None, faults: 
     result = ParamResult(fixed, faults, tuple(ablate), [], len(ctx.trans), len(records),
                          0.0, sum(q.seconds for q in records), rounds, timeout_ms, 0.0,
                          records, tuple(invariants or ()), ctx)
-    search = Search(fixed, faults, tuple(ablate), timeout_ms) if dropped else None
     for tid, f in dropped.items():
         out = res[tid]
         if f.answer == "assumes-typing":
@@ -190,12 +196,11 @@ def prove_parametric(config: Config, *, sept_levels: int | None = None, faults: 
             out.status = VIOLATED
             out.note = f"false in the initial state: {f.goal.what}"
             continue
-        assert search is not None
         hyp_ids = [t.id for t in ctx.targets if t.id not in dropped or
                    (dropped[t.id].round >= f.round and dropped[t.id].round > 0)]
         text = ctx.trans[f.edge].text
         searched = ""
-        cti = search.find(tid, f.edge, f.goal.what, text, hyp_ids, cti_seconds)
+        cti = f.cti or search.find(tid, f.edge, f.goal.what, text, hyp_ids, cti_seconds)
         out.cti = cti
         if cti.config is not None:
             from tdxcheck.checker.prove.common import _Ctx
@@ -216,8 +221,9 @@ def prove_parametric(config: Config, *, sept_levels: int | None = None, faults: 
             out.note = (searched + "; " if searched else "") + (
                 "a lemma is missing" if not lost else
                 f"not inductive once {', '.join(lost)} (not proved) left the hypotheses")
-            if f.answer == "unknown":
-                out.note += " (the unbounded query timed out; a bounded one found the CTI)"
+            if f.cti is not None:
+                out.note += (f" (the solver had not settled the query in {FAST_MS} ms; a "
+                             "bounded instance has the counterexample)")
     results = [res[t.id] for t in ctx.targets]
     if invariants:
         results = [r for r in results if r.invariant in invariants]
@@ -263,8 +269,13 @@ def first_round(fixed: Platform, *, faults: bool = False, ablate: Sequence[str] 
     t0 = time.monotonic()
     ctx = Context(fixed, faults, tuple(ablate))
     hyps = [t for t in ctx.targets if initial_check(ctx, t, timeout_ms) is None]
-    r = run_round(ctx, hyps, timeout_ms, 1, edges=edges)
     search = Search(fixed, faults, tuple(ablate), timeout_ms)
+
+    def fallback(tid: str, eid: int, goal: Any, ids: list[str]) -> ParamCTI | None:
+        cti = search.find(tid, eid, goal.what, ctx.trans[eid].text, ids, cti_seconds)
+        return cti if cti.config is not None else None
+
+    r = run_round(ctx, hyps, timeout_ms, 1, edges=edges, fallback=fallback)
     ctis = {}
     ids = [t.id for t in hyps]
     if prefer is not None and r.failed:  # one CTI: a preferred target's, else the first
@@ -272,7 +283,8 @@ def first_round(fixed: Platform, *, faults: bool = False, ablate: Sequence[str] 
     for tid, f in sorted(r.failed.items()):
         if only is not None and tid not in only:
             continue
-        cti = search.find(tid, f.edge, f.goal.what, ctx.trans[f.edge].text, ids, cti_seconds)
+        cti = f.cti or search.find(tid, f.edge, f.goal.what, ctx.trans[f.edge].text, ids,
+                                   cti_seconds)
         if cti.config is not None:
             confirm(cti, _Ctx(cti.config, faults, tuple(ablate), None, None), ids)
         ctis[tid] = cti

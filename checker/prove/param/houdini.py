@@ -29,6 +29,8 @@ from .targets import PTarget, targets
 from .transitions import PTransition, transitions
 
 PROVED, NOT_INDUCTIVE, UNKNOWN, VIOLATED = "proved", "not-inductive", "unknown", "violated"
+#: the solver's first budget per query before the bounded CTI search is tried (ms)
+FAST_MS = 3000
 
 
 @dataclass
@@ -50,7 +52,7 @@ class Failure:
     goal: Goal
     model: Any = None
     round: int = 0
-    cti: Any = None  # a cti.ParamCTI
+    cti: Any = None  # a bounded CTI found for a query the solver had not settled
 
 
 @dataclass
@@ -183,9 +185,16 @@ class RoundResult:
 def run_round(ctx: Context, hyps: Sequence[PTarget], timeout_ms: int, round_no: int,
               progress: Callable[[dict[str, Any]], None] | None = None,
               t0: float = 0.0, edges: Sequence[int] | None = None,
-              facts: Sequence[Any] = ()) -> RoundResult:
+              facts: Sequence[Any] = (),
+              fallback: Callable[[str, int, Goal, list[str]], Any] | None = None
+              ) -> RoundResult:
     """One round over ``edges`` (default: every transition); ``facts`` are asserted with
-    the hypotheses (a bounded instance's structure)."""
+    the hypotheses (a bounded instance's structure).
+
+    A query the solver does not settle in ``FAST_MS`` goes to ``fallback`` (the bounded
+    CTI search, ``cti.Search.find``): a counterexample in a finite instance is a
+    counterexample here too (its hypotheses hold there, exactly), so the query is ``sat``
+    with that CTI; else the solver gets the rest of ``timeout_ms``."""
     sol = z3.Solver()
     sol.set("timeout", timeout_ms)
     sol.add(*ctx.vocab.base_facts(), *facts)
@@ -211,14 +220,24 @@ def run_round(ctx: Context, hyps: Sequence[PTarget], timeout_ms: int, round_no: 
                 sol.push()
                 sol.add(g.neg)
                 q0 = time.monotonic()
+                cti = None
+                if fallback is not None and timeout_ms > FAST_MS:
+                    sol.set("timeout", FAST_MS)
                 r = sol.check()
+                if r == z3.unknown and fallback is not None and timeout_ms > FAST_MS:
+                    cti = fallback(t.id, tr.eid, g, [h.id for h in hyps])
+                    if cti is None:
+                        sol.set("timeout", max(1, int(timeout_ms - FAST_MS)))
+                        r = sol.check()
+                sol.set("timeout", timeout_ms)
                 dt = time.monotonic() - q0
-                answer = "sat" if r == z3.sat else "unsat" if r == z3.unsat else "unknown"
+                answer = "sat" if r == z3.sat or cti is not None else \
+                    "unsat" if r == z3.unsat else "unknown"
                 model = sol.model() if r == z3.sat else None
                 sol.pop()
                 queries.append(Query(t.id, tr.eid, answer, dt, round_no, g.what))
                 if answer != "unsat":
-                    failed[t.id] = Failure(answer, tr.eid, g, model, round_no)
+                    failed[t.id] = Failure(answer, tr.eid, g, model, round_no, cti)
                     break
         sol.pop()
         now = time.monotonic()
