@@ -38,8 +38,10 @@ def _param_run(levels: int, faults: bool, q: Any) -> None:
 
     from tdxcheck.checker.prove.param import prove_parametric
 
+    cpu0 = time.process_time()
     r = prove_parametric(make_config("default", {}), sept_levels=levels, faults=faults)
     q.put({"levels": levels, "faults": faults, "ok": r.ok, "seconds": round(r.seconds, 2),
+           "cpu_seconds": round(time.process_time() - cpu0, 2),
            "solver_seconds": round(r.solver_seconds, 2), "queries": r.queries,
            "transitions": r.transitions, "rounds": r.rounds,
            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -53,9 +55,11 @@ def _finite_run(name: str, q: Any) -> None:
 
     base, ov = LARGER if name == "larger" else (name, {})
     cfg = make_config(base, ov)
+    cpu0 = time.process_time()
     r = prove(cfg, confirm_depth=0)
     q.put({"config": name, "describe": cfg.describe(), "ok": r.ok,
-           "seconds": round(r.seconds, 2), "queries": r.queries,
+           "seconds": round(r.seconds, 2), "cpu_seconds": round(time.process_time() - cpu0, 2),
+           "queries": r.queries,
            "proved": sum(t.status == "proved" for t in r.results), "targets": len(r.results)})
 
 
@@ -70,13 +74,17 @@ def _in_process(fn: Any, *args: Any) -> dict[str, Any]:
 
 
 def table(a: argparse.Namespace) -> dict[str, Any]:
+    import os
+
+    print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
     runs = []
     for lv in [int(x) for x in a.levels.split(",")]:
         for faults in (False, True):
             r = _in_process(_param_run, lv, faults)
             runs.append(r)
             print(f"parametric sept_levels={lv} faults={'on ' if faults else 'off'}: "
-                  f"{'all proved' if r['ok'] else 'NOT PROVED'} {r['seconds']:6.1f}s "
+                  f"{'all proved' if r['ok'] else 'NOT PROVED'} {r['seconds']:6.1f}s wall, "
+                  f"{r['cpu_seconds']:.1f}s CPU "
                   f"({r['queries']} queries, {r['solver_seconds']:.1f}s in the solver, "
                   f"{r['transitions']} transitions, {r['rounds']} round(s), "
                   f"{r['peak_rss_mib']} MiB)", flush=True)
@@ -96,7 +104,9 @@ def table(a: argparse.Namespace) -> dict[str, Any]:
         r = _in_process(_finite_run, name)
         finite.append(r)
         print(f"\nfinite prover {name} ({r['describe']}): {r['proved']}/{r['targets']} "
-              f"proved, {r['seconds']:.1f}s, {r['queries']} queries", flush=True)
+              f"proved, {r['seconds']:.1f}s wall, {r['cpu_seconds']:.1f}s CPU, "
+              f"{r['queries']} queries", flush=True)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     return {"parametric": runs, "finite": finite}
 
 
