@@ -154,7 +154,8 @@ def prove_parametric(config: Config, *, sept_levels: int | None = None, faults: 
     search = Search(fixed, faults, tuple(ablate), timeout_ms)
 
     def fallback(tid: str, eid: int, goal: Any, ids: list[str]) -> ParamCTI | None:
-        cti = search.find(tid, eid, goal.what, ctx.trans[eid].text, ids, cti_seconds)
+        cti = search.find(tid, eid, goal.what, ctx.trans[eid].text, ids, cti_seconds,
+                          quick=True)
         return cti if cti.config is not None else None
 
     while True:
@@ -272,7 +273,8 @@ def first_round(fixed: Platform, *, faults: bool = False, ablate: Sequence[str] 
     search = Search(fixed, faults, tuple(ablate), timeout_ms)
 
     def fallback(tid: str, eid: int, goal: Any, ids: list[str]) -> ParamCTI | None:
-        cti = search.find(tid, eid, goal.what, ctx.trans[eid].text, ids, cti_seconds)
+        cti = search.find(tid, eid, goal.what, ctx.trans[eid].text, ids, cti_seconds,
+                          quick=True)
         return cti if cti.config is not None else None
 
     r = run_round(ctx, hyps, timeout_ms, 1, edges=edges, fallback=fallback)
