@@ -71,16 +71,18 @@ def tdh_phymem_cache_wb(ctx: Ctx, resume: int) -> Rule:
     return b.done(*_write_back(ctx, snap))
 
 
-def reset_slot(fields: tuple[str, ...], slot: Expr, entries: Domain = ()) -> list[Effect]:
+def reset_slot(fields: tuple[str, ...], slot: Expr, entries: Domain | None = None
+               ) -> list[Effect]:
     """Zero a dead TD or vCPU slot (a reclaimed control page is never read again); with
-    ``entries``, the fields are kept per S-EPT entry and every entry is zeroed."""
+    ``entries``, the fields have a second index, a TD's S-EPT entries (maybe none), and
+    every entry is zeroed."""
     out: list[Effect] = []
     for f in fields:
         view = getattr(S, f)
-        if entries:
-            out += for_each(entries, lambda e, view=view: set_(view[slot, e], 0))
-        else:
+        if entries is None:
             out.append(set_(view[slot], 0))
+        else:
+            out += for_each(entries, lambda e, view=view: set_(view[slot, e], 0))
     return out
 
 

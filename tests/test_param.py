@@ -275,17 +275,25 @@ def test_counting_mutants_fail_only_the_counting_obligation(
 
 
 def test_a_timeout_is_unknown_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["prove", "--parametric", "-q", "--timeout-ms", "1", "--json"])
-    d = json.loads(capsys.readouterr().out)
+    rc = main(["prove", "--parametric", "--timeout-ms", "1", "--json"])
+    cap = capsys.readouterr()
+    d = json.loads(cap.out)  # stdout is the JSON alone: progress goes to stderr
     assert rc == 3 and not d["ok"]
     assert {r["status"] for r in d["results"]} == {"unknown"}
+    # the common envelope (checker/version.py), then prove's fields and "sizes": "all"
+    assert (d["schema"], d["command"], d["host"], d["sizes"]) == (
+        "tdxcheck/1", "prove", "any", "all")
+    assert d["config"]["sept_levels"] == d["fixed"]["sept_levels"]
+    assert "prove: parametric: round 1" in cap.err
 
 
 def test_cli_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["prove", "--sept-levels", "4"]) == 2
     assert main(["prove", "--parametric", "--bmc"]) == 2
     assert main(["prove", "--parametric", "--invariant", "nope", "-q"]) == 2
-    assert "tdxcheck: error" in capsys.readouterr().err
+    assert main(["prove", "--parametric", "--sept-levels", "0", "-q"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and all(e.startswith("tdxcheck: error: ") for e in err), err
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ from typing import Any
 
 from tdxcheck.checker.explore.bfs import Counterexample
 from tdxcheck.checker.explore.programs import Config
+from tdxcheck.checker.scenario import InputError
 from tdxcheck.model.state import Platform
 
 from .cti import ParamCTI, Search, confirm
@@ -131,14 +132,14 @@ def prove_parametric(config: Config, *, sept_levels: int | None = None, faults: 
     fixed = config.platform
     if sept_levels is not None:
         if sept_levels < 1:
-            raise ValueError("--sept-levels must be >= 1")
+            raise InputError("--sept-levels must be >= 1")
         fixed = Platform(**{**fixed.__dict__, "sept_levels": sept_levels})
     ctx = Context(fixed, faults, tuple(ablate))
     known = {t.id for t in ctx.targets}
     if invariants:
         bad = [i for i in invariants if i not in known]
         if bad:
-            raise ValueError(f"unknown invariant(s): {', '.join(bad)} (have: "
+            raise InputError(f"unknown invariant(s): {', '.join(bad)} (have: "
                              f"{', '.join(sorted(known))})")
     res = {t.id: PTargetResult(t.id, t.kind, t.summary, PROVED) for t in ctx.targets}
     records: list[Query] = []
