@@ -421,6 +421,12 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 def _cmd_prove(args: argparse.Namespace) -> int:
     """``prove``: Z3 induction (default) or ``--bmc --depth K`` for ``--host any``."""
 
+    if args.parametric:
+        return _cmd_prove_parametric(args)
+    if args.sept_levels is not None:
+        print("tdxcheck: error: --sept-levels is for --parametric (else: key=value "
+              "sept_levels=N)", file=sys.stderr)
+        return EXIT_USAGE
     if args.host not in (None, "any"):
         return _cmd_prove_scenario(args)
     try:
@@ -440,6 +446,42 @@ def _cmd_prove(args: argparse.Namespace) -> int:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     return _prove_output(args, result, write_traces, prove_json, prove_text, config, "any")
+
+
+def _cmd_prove_parametric(args: argparse.Namespace) -> int:
+    """``prove --parametric``: the module invariants for every size (``prove/param/``)."""
+    if args.host not in (None, "any") or args.bmc or args.lemmas_used:
+        print("tdxcheck: error: --parametric proves the any host by induction over sorts: "
+              "--host FILE, --bmc and --lemmas-used are for the finite prover",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        from tdxcheck.checker.output.param_report import (
+            param_json,
+            param_text,
+            write_param_traces,
+        )
+        from tdxcheck.checker.prove.param import prove_parametric
+
+        config = _config_args(args)
+        known_checks(args.ablate, config.universe())
+        if args.depth is not None and args.depth < 0:
+            raise InputError("--depth must be >= 0")
+        result = prove_parametric(
+            config, sept_levels=args.sept_levels, faults=args.faults, ablate=args.ablate,
+            timeout_ms=args.timeout_ms, invariants=args.invariant or None,
+            confirm_depth=12 if args.depth is None else args.depth,
+            progress=None if args.quiet else _prove_progress)
+    except InputError as e:
+        print(f"tdxcheck: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.sept_levels is not None:  # the envelope's config: the depth proved for
+        from dataclasses import replace
+
+        config = replace(config, platform=replace(config.platform,
+                                                  sept_levels=args.sept_levels))
+    return _prove_output(args, result, write_param_traces, param_json, param_text,
+                         config, "any")
 
 
 def _prove_output(args: argparse.Namespace, result: Any, write: Any, to_json: Any,
@@ -902,6 +944,12 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--lemmas-used", action="store_true",
                     help="also list, per proved invariant, the hypotheses its proofs cite "
                     "(minimised unsat cores; slower)")
+    pv.add_argument("--parametric", action="store_true",
+                    help="prove the module invariants for every number of TDs, vCPUs, pages, "
+                    "HKIDs, packages and CPUs (uninterpreted sorts); the platform constants "
+                    "and the S-EPT depth stay fixed")
+    pv.add_argument("--sept-levels", type=int, default=None, metavar="N",
+                    help="--parametric: the S-EPT depth to prove for (default: the config's)")
     pv.add_argument("--timeout-ms", type=POSITIVE, default=60_000, help="per solver query")
     pv.add_argument("--trace-out", metavar="DIR",
                     help="write each violation as DIR/<invariant>.tdx and .itf.json")
