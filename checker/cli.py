@@ -69,6 +69,8 @@ def writable_file(path: str) -> Path:
 def writable_dir(path: str) -> Path:
     """Check before any work that directory ``path`` exists or can be made, and takes files."""
     p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"cannot write into {path}: it is a file, not a directory")
     try:
         p.mkdir(parents=True, exist_ok=True)
         probe = p / ".tdxcheck-write-test"
