@@ -15,8 +15,9 @@ Packages and CPUs are not permuted (a package's CPUs are named by the host's ste
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import permutations, product
+from typing import Any
 
 from tdxcheck.model.enums import PageType
 from tdxcheck.model.state import Layout, State
@@ -129,6 +130,278 @@ class Symmetry:
     # -------------------------------------------------------------- canonical form
     def canonical(self, s: State) -> State:
         """The least state of ``s``'s orbit (see the module docstring)."""
+        fn = self._canon
+        if fn is None:
+            fn = self._canon = self._build()
+        return fn(s)
+
+    _canon: Callable[[State], State] | None = None  # generated on first use
+
+    def _build(self) -> Callable[[State], State]:
+        """Generate the canonicaliser for this layout (see the module docstring).
+
+        Per HKID renaming ``pre{k}`` (the cells before the pages); per outer renaming ``j``
+        (TD, vCPU and HKID renamings together) ``rows{j}`` (the sorted page rows),
+        ``tail{j}`` (the cells after the pages for a page order) and ``whole{j}`` (the
+        renamed state); ``tdsig`` (the TD signatures).  The driver keeps the HKID renamings
+        with the least prefix, the TD renamings that sort the signatures, and of those
+        outer renamings the one with the least page columns, then the least tail."""
+        b, n, P = self.b, self.n_pages, self.packages
+        pb, tb = b["pt"], b["tdr"]
+        # the layout this relies on: the HKID cells, then the page columns, then the rest
+        assert [b[f] for f in _PAGE_FIELDS] == [pb + k * n for k in range(len(_PAGE_FIELDS))]
+        assert tb == pb + len(_PAGE_FIELDS) * n and b["wbt_snap"] + P <= b["kot_state"] < pb
+        hks, tps, vps = self.hk_perms, self.td_perms, self.vp_perms
+        nh, nt, nv = len(hks), len(tps), len(vps)
+        src = [self._tdsig_src(), self._used_src()]
+        for k, hk in enumerate(hks):
+            src.append(f"def pre{k}(s):\n    return ({''.join(e + ', ' for e in self._pre(hk))})")
+        for ti, tp in enumerate(tps):
+            for vi, vp in enumerate(vps):
+                for k, hk in enumerate(hks):
+                    j = (ti * nv + vi) * nh + k
+                    src += [self._rows_src(f"rows{j}", tp, vp, hk),
+                            self._tail_src(f"tail{j}", tp, vp, hk, whole=False),
+                            self._tail_src(f"whole{j}", tp, vp, hk, whole=True)]
+        ns: dict[str, Any] = {"OWNED": _OWNED, "TDVPR": _TDVPR}
+        exec(compile("\n\n".join(src), "<symmetry>", "exec"), ns)  # noqa: S102 - from the layout
+        pres = [ns[f"pre{k}"] for k in range(nh)]
+        outer = {(ti, vi, k): (ns[f"rows{j}"], ns[f"tail{j}"], ns[f"whole{j}"])
+                 for ti in range(nt) for vi in range(nv) for k in range(nh)
+                 for j in [(ti * nv + vi) * nh + k]}
+        tdsig = ns["tdsig"]
+        ncols = len(_PAGE_FIELDS)
+        orders = [_inverse(tp) for tp in tps]  # TD renaming ti puts old slot orders[ti][i] at i
+        cache: dict[tuple[Any, ...], list[tuple[Any, Any, Any]]] = {}
+
+        vorders = [_inverse(vp) for vp in vps]
+        T, V, B = self.n_tds, self.n_vps, n
+
+        def sorts(sig: Sequence[int], order: Sequence[int]) -> bool:
+            return all(sig[order[i]] <= sig[order[i + 1]] for i in range(len(order) - 1))
+
+        def outers(ks: tuple[int, ...], sig: tuple[int, ...],
+                   vsig: int) -> list[tuple[Any, Any, Any]]:
+            # vCPU v's TDVPR pages per old TD o: c[v][o] (``vpsig``)
+            c = [[vsig // B ** (v * T + o) % B for o in range(T)] for v in range(V)]
+            out = []
+            for k in ks:
+                for ti, o in enumerate(orders):
+                    if not sorts(sig, o):
+                        continue
+                    # the vpslot column is least when the new vCPU order sorts minus the
+                    # vCPU's TDVPR pages per new owner, the new owners in order
+                    tp = tps[ti]
+                    vs = [-sum(c[v][x] * B ** (T - 1 - tp[x]) for x in range(T))
+                          for v in range(V)]
+                    out += [outer[ti, vi, k] for vi, vo in enumerate(vorders) if sorts(vs, vo)]
+            return out
+
+        used = ns["used"]
+        perm_of = {o: (tps[ti], vps[vi], hks[k]) for (ti, vi, k), o in outer.items()}
+
+        def distinct(outs: list[tuple[Any, Any, Any]], u: tuple[int, int, int]
+                     ) -> list[tuple[Any, Any, Any]]:
+            kept: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
+            for o in outs:
+                key = tuple(tuple(x for i, x in enumerate(perm) if m >> i & 1)
+                            for perm, m in zip(perm_of[o], u, strict=True))
+                kept.setdefault(key, o)
+            return list(kept.values())
+
+        def canonical(s: State) -> State:
+            if nh == 1:
+                ck: tuple[Any, ...] = tdsig(s)
+                outs = cache.get(ck)
+                if outs is None:
+                    outs = cache[ck] = outers((0,), ck[:-1], ck[-1])
+            else:
+                pre = None
+                for k, fn in enumerate(pres):
+                    x = fn(s)
+                    if pre is None or x < pre:
+                        pre, ks = x, [k]
+                    elif x == pre:
+                        ks.append(k)
+                sig = tdsig(s)
+                ck = (*ks, -1, *sig)
+                outs = cache.get(ck)
+                if outs is None:
+                    outs = cache[ck] = outers(tuple(ks), sig[:-1], sig[-1])
+            if len(outs) == 1:
+                rows_fn, _tail, whole = outs[0]
+                return whole(s, tuple(zip(*rows_fn(s))))  # type: ignore[no-any-return]
+            # several: of those that differ only on unused objects, one (they give one state)
+            ck = (ck, used(s))
+            outs = cache.get(ck)
+            if outs is None:
+                outs = cache[ck] = distinct(cache[ck[0]], ck[1])
+            best = None
+            for rows_fn, tail_fn, whole in outs:
+                cols = tuple(zip(*rows_fn(s)))
+                key = cols[:ncols]
+                if best is None or key < best:
+                    best, cands = key, [(cols, tail_fn, whole)]
+                elif key == best:
+                    cands.append((cols, tail_fn, whole))
+            if len(cands) > 1:
+                cands.sort(key=lambda c: c[1](s, c[0][-1]))
+            cols, _tail, whole = cands[0]
+            return whole(s, cols)  # type: ignore[no-any-return]
+
+        return canonical
+
+    def _tdsig_src(self) -> str:
+        """``tdsig(s)``: per TD slot, minus its count of owned pages of each owned page type,
+        the types in ascending order, as one number (base: pages + 1).  The owner column
+        of the sorted page rows is least exactly when the new TD order sorts these.  Then
+        (``vpsig``) the count of TDVPR pages per vCPU slot and owner, as one number."""
+        b, n = self.b, self.n_pages
+        owned = sorted(_OWNED)
+        w = [0] * (max(owned) + 1)
+        for r, pt in enumerate(owned):
+            w[pt] = n ** (len(owned) - 1 - r)
+        T = self.n_tds
+        lines = ["def tdsig(s):", f"    c = [0] * {T + 1}"]
+        lines += [f"    c[s[{b['owner'] + p}]] -= {tuple(w)}[s[{b['pt'] + p}]]"
+                  for p in range(1, n)]
+        if self.n_vps > 1:
+            # and last, vpsig: the TDVPR pages per (vCPU slot, owner), one number
+            for p in range(1, n):
+                pt, o, v = b["pt"] + p, b["owner"] + p, b["vpslot"] + p
+                lines.append(f"    if s[{pt}] == TDVPR: c[{T}] += {n} ** (s[{v}] * {T} + s[{o}])")
+        lines.append("    return tuple(c)")
+        return "\n".join(lines)
+
+    def _used_src(self) -> str:
+        """``used(s)``: bitmaps of the TD slots, vCPU slots and HKIDs in use.  An object not
+        in use has only zero cells and nothing names it (no owned page's owner, no TDVPR
+        page's vCPU slot; no dirty line of the HKID, no live TD's HKID), so renamings that
+        differ only on unused objects give one renamed state."""
+        b, n, H, P = self.b, self.n_pages, self.hkids, self.packages
+        ne = self.n_entries
+        lines = ["def used(s):", "    ut = uv = uh = 0"]
+        for t in range(self.n_tds):
+            cells = [b[f] + t for f in self.td_fields]
+            cells += [b[f] + t * ne + e for f in self.entry_fields for e in range(ne)]
+            lines.append(f"    if {' or '.join(f's[{i}]' for i in cells)}: ut |= {1 << t}")
+            lines.append(f"    if s[{b['tdr'] + t}]: uh |= 1 << s[{b['hkid'] + t}]")
+        for v in range(self.n_vps):
+            cells = [b[f] + v for f in self.vp_fields]
+            lines.append(f"    if {' or '.join(f's[{i}]' for i in cells)}: uv |= {1 << v}")
+        lines.append("    d = 0")
+        for p in range(1, n):
+            pt = b["pt"] + p
+            lines.append(f"    if s[{pt}] in OWNED: ut |= 1 << s[{b['owner'] + p}]")
+            lines.append(f"    if s[{pt}] == TDVPR: uv |= 1 << s[{b['vpslot'] + p}]")
+            lines.append(f"    d |= s[{b['dirty'] + p}]")
+        m = (1 << P) - 1
+        for h in range(1, H):
+            lines.append(f"    if d >> {h * P} & {m}: uh |= {1 << h}")
+        lines.append("    return ut, uv, uh")
+        return "\n".join(lines)
+
+    def _pre(self, hk: Sequence[int]) -> list[str]:
+        """The cells before the pages (packages' snapshots, KOT, pool) under HKID renaming
+        ``hk`` (as ``apply``)."""
+        b, H, P = self.b, self.hkids, self.packages
+        expr = [f"s[{i}]" for i in range(b["pt"])]
+        if list(hk) != list(range(H)):
+            for pkg in range(P):
+                i = b["wbt_snap"] + pkg
+                expr[i] = "(" + " | ".join(
+                    [f"((s[{i}] >> {h} & 1) << {hk[h]})" for h in range(1, H)] or ["0"]) + ")"
+            for f in ("kot_state", "kot_wbinvd", "host_hkid"):
+                for h in range(1, H):
+                    expr[b[f] + hk[h]] = f"s[{b[f] + h}]"
+        return expr
+
+    def _refs(self, tp: Sequence[int], vp: Sequence[int]) -> list[int]:
+        """The cells that hold a page number, in the order they come in the renamed state
+        (TD slots renamed by ``tp``, vCPU slots by ``vp``)."""
+        b, ne = self.b, self.n_entries
+        tinv, vinv = _inverse(tp), _inverse(vp)
+        refs = [b["tdr"] + tinv[t] for t in range(self.n_tds)]
+        refs += [b["sept_page"] + tinv[t] * ne + e for t in range(self.n_tds) for e in range(ne)]
+        refs += [b["tdvpr"] + vinv[v] for v in range(self.n_vps)]
+        return refs
+
+    def _rows_src(self, name: str, tp: Sequence[int], vp: Sequence[int],
+                  hk: Sequence[int]) -> str:
+        """``name(s)``: the rows of pages 1.. under the outer renaming, sorted; each row is
+        the page's cells (as ``apply``), then the rank of the page's first reference in
+        the renamed state, then the page."""
+        b, n, H, P = self.b, self.n_pages, self.hkids, self.packages
+        m = (1 << P) - 1
+        tid, vid = list(tp) == list(range(self.n_tds)), list(vp) == list(range(self.n_vps))
+        hid = list(hk) == list(range(H))
+        tmap = "(" + ",".join(map(str, tp)) + ",)"
+        vmap = "(" + ",".join(map(str, vp)) + ",)"
+        refs = self._refs(tp, vp)
+        lines = [f"def {name}(s):", f"    r = [{len(refs)}] * {n}"]
+        # the first reference wins: assign from the last one back
+        lines += [f"    r[s[{i}]] = {k}" for k, i in reversed(list(enumerate(refs)))]
+        rows = []
+        for p in range(1, n):
+            pt, o, v, d = (b[f] + p for f in ("pt", "owner", "vpslot", "dirty"))
+            own = f"s[{o}]" if tid else f"({tmap}[s[{o}]] if s[{pt}] in OWNED else s[{o}])"
+            vps = f"s[{v}]" if vid else f"({vmap}[s[{v}]] if s[{pt}] == TDVPR else s[{v}])"
+            if hid:
+                dirty = f"s[{d}]"
+            else:
+                parts = [f"(s[{d}] & {m | (m << (H * P))})"]
+                parts += [f"(((s[{d}] >> {h * P}) & {m}) << {hk[h] * P})" for h in range(1, H)]
+                dirty = "(" + " | ".join(parts) + ")"
+            cells = [f"s[{pt}]", own, vps, f"s[{b['bepoch_age'] + p}]", f"s[{b['host'] + p}]",
+                     f"s[{b['uncleared'] + p}]", dirty, f"r[{p}]", str(p)]
+            rows.append("(" + ", ".join(cells) + ")")
+        lines.append("    return sorted([" + ", ".join(rows) + "])")
+        return "\n".join(lines)
+
+    def _tail_src(self, name: str, tp: Sequence[int], vp: Sequence[int],
+                  hk: Sequence[int], whole: bool) -> str:
+        """``name(s, c)`` with ``c`` the columns of ``rows``: the cells after the pages with
+        TD, vCPU and HKID renamed and page ``c[-1][j]`` renamed ``j + 1``; with ``whole``,
+        the whole renamed state (the cells before the pages and the page columns first)."""
+        b, n, H = self.b, self.n_pages, self.hkids
+        hid = list(hk) == list(range(H))
+        hmap = "(" + ",".join(map(str, hk)) + ",)"
+        tinv, vinv = _inverse(tp), _inverse(vp)
+        lines = [f"def {name}(s, c):"]
+        lines.append("    inv = c[-1]" if whole else "    inv = c")
+        lines.append(f"    pp = [0] * {n}")
+        lines += [f"    pp[inv[{j}]] = {j + 1}" for j in range(n - 1)]
+        out = []
+        if whole:
+            out += self._pre(hk)
+            for ci, f in enumerate(_PAGE_FIELDS):
+                out += [f"s[{b[f]}]", f"*c[{ci}]"]
+        ne = self.n_entries
+        for f in self.td_fields:
+            for t in range(self.n_tds):
+                x = f"s[{b[f] + tinv[t]}]"
+                if f == "tdr":
+                    x = f"pp[{x}]"
+                elif f == "hkid" and not hid:
+                    x = f"({hmap}[{x}] if s[{b['tdr'] + tinv[t]}] else {x})"
+                out.append(x)
+        for f in self.entry_fields:
+            for t in range(self.n_tds):
+                for e in range(ne):
+                    x = f"s[{b[f] + tinv[t] * ne + e}]"
+                    out.append(f"pp[{x}]" if f == "sept_page" else x)
+        for f in self.vp_fields:
+            for v in range(self.n_vps):
+                x = f"s[{b[f] + vinv[v]}]"
+                out.append(f"pp[{x}]" if f == "tdvpr" else x)
+        lines.append("    return (" + "".join(x + ", " for x in out) + ")")
+        return "\n".join(lines)
+
+    # -------------------------------------------------------------- the previous reading
+    def reference_canonical(self, s: State) -> State:
+        """The least state of ``s``'s orbit, computed as before issue 16 (tests only): every
+        TD/vCPU/HKID renaming in full, pages sorted by row, every order of tied referenced
+        pages tried.  ``canonical`` must agree with it (and with ``brute_canonical``)."""
         if self._outer is None:
             self._build_fast()
         best: list[int] | None = None
@@ -272,6 +545,13 @@ class Symmetry:
                             best = cand
         assert best is not None
         return tuple(best)
+
+
+def _inverse(p: Sequence[int]) -> list[int]:
+    inv = [0] * len(p)
+    for i, x in enumerate(p):
+        inv[x] = i
+    return inv
 
 
 def _fields(layout: Layout, dim: str) -> list:  # type: ignore[type-arg]
