@@ -132,12 +132,32 @@ class Symmetry:
         """The least state of ``s``'s orbit (see the module docstring)."""
         fn = self._canon
         if fn is None:
-            fn = self._canon = self._build()
+            drive = self._build()
+            fn = self._canon = lambda s: drive(s, 2)[0]
         return fn(s)
 
     _canon: Callable[[State], State] | None = None  # generated on first use
 
-    def _build(self) -> Callable[[State], State]:
+    def canonical_key(self, spec: Any) -> tuple[Callable[[State], tuple[int, bool]], int]:
+        """For the explorer's packing ``spec`` (``compile.KeySpec``: a state's encoding is
+        ``sum(s[i] << spec.offsets[i])``): ``fn(s)`` gives the encoding of ``s``'s canonical
+        state, computed without building that state, and whether ``s`` is *settled*; and
+        ``mask``, the bits of the cells that choose the renaming.
+
+        A settled state's signatures leave one candidate renaming.  So when ``s`` is
+        canonical and settled, a state that differs from it only outside ``mask`` (a TD
+        or vCPU cell that names no page) is canonical and settled too: its candidates and
+        page order are ``s``'s, the identity's, and the identity changes nothing."""
+        b = self.b
+        widths = [max(x, 1).bit_length() for x in spec.bounds]
+        cells = [*range(b["tdr"]), *self._refs(range(self.n_tds), range(self.n_vps))]
+        mask = 0
+        for i in cells:
+            mask |= ((1 << widths[i]) - 1) << spec.offsets[i]
+        drive = self._build(spec)
+        return (lambda s: drive(s, 3)), mask  # type: ignore[return-value]
+
+    def _build(self, spec: Any = None) -> Callable[[State, int], tuple[Any, bool]]:
         """Generate the canonicaliser for this layout (see the module docstring).
 
         Per HKID renaming ``pre{k}`` (the cells before the pages); per outer renaming ``j``
@@ -163,16 +183,20 @@ class Symmetry:
                     src += [self._rows_src(f"rows{j}", tp, vp, hk),
                             self._tail_src(f"tail{j}", tp, vp, hk, whole=False),
                             self._tail_src(f"whole{j}", tp, vp, hk, whole=True)]
+                    if spec is not None:
+                        src.append(self._tail_src(f"wkey{j}", tp, vp, hk, whole=True,
+                                                  spec=spec))
         ns: dict[str, Any] = {"OWNED": _OWNED, "TDVPR": _TDVPR}
         exec(compile("\n\n".join(src), "<symmetry>", "exec"), ns)  # noqa: S102 - from the layout
         pres = [ns[f"pre{k}"] for k in range(nh)]
-        outer = {(ti, vi, k): (ns[f"rows{j}"], ns[f"tail{j}"], ns[f"whole{j}"])
+        outer = {(ti, vi, k): (ns[f"rows{j}"], ns[f"tail{j}"], ns[f"whole{j}"],
+                               ns.get(f"wkey{j}"))
                  for ti in range(nt) for vi in range(nv) for k in range(nh)
                  for j in [(ti * nv + vi) * nh + k]}
         tdsig = ns["tdsig"]
         ncols = len(_PAGE_FIELDS)
         orders = [_inverse(tp) for tp in tps]  # TD renaming ti puts old slot orders[ti][i] at i
-        cache: dict[tuple[Any, ...], list[tuple[Any, Any, Any]]] = {}
+        cache: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
 
         vorders = [_inverse(vp) for vp in vps]
         T, V, B = self.n_tds, self.n_vps, n
@@ -181,7 +205,7 @@ class Symmetry:
             return all(sig[order[i]] <= sig[order[i + 1]] for i in range(len(order) - 1))
 
         def outers(ks: tuple[int, ...], sig: tuple[int, ...],
-                   vsig: int) -> list[tuple[Any, Any, Any]]:
+                   vsig: int) -> list[tuple[Any, ...]]:
             # vCPU v's TDVPR pages per old TD o: c[v][o] (``vpsig``)
             c = [[vsig // B ** (v * T + o) % B for o in range(T)] for v in range(V)]
             out = []
@@ -200,16 +224,17 @@ class Symmetry:
         used = ns["used"]
         perm_of = {o: (tps[ti], vps[vi], hks[k]) for (ti, vi, k), o in outer.items()}
 
-        def distinct(outs: list[tuple[Any, Any, Any]], u: tuple[int, int, int]
-                     ) -> list[tuple[Any, Any, Any]]:
-            kept: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
+        def distinct(outs: list[tuple[Any, ...]], u: tuple[int, int, int]
+                     ) -> list[tuple[Any, ...]]:
+            kept: dict[tuple[Any, ...], tuple[Any, ...]] = {}
             for o in outs:
                 key = tuple(tuple(x for i, x in enumerate(perm) if m >> i & 1)
                             for perm, m in zip(perm_of[o], u, strict=True))
                 kept.setdefault(key, o)
             return list(kept.values())
 
-        def canonical(s: State) -> State:
+        def drive(s: State, w: int) -> tuple[Any, bool]:
+            """(outer[w] of the least renaming: 2 the state, 3 its encoding; settled)"""
             if nh == 1:
                 ck: tuple[Any, ...] = tdsig(s)
                 outs = cache.get(ck)
@@ -229,27 +254,27 @@ class Symmetry:
                 if outs is None:
                     outs = cache[ck] = outers(tuple(ks), sig[:-1], sig[-1])
             if len(outs) == 1:
-                rows_fn, _tail, whole = outs[0]
-                return whole(s, tuple(zip(*rows_fn(s))))  # type: ignore[no-any-return]
+                o = outs[0]
+                return o[w](s, tuple(zip(*o[0](s)))), True
             # several: of those that differ only on unused objects, one (they give one state)
             ck = (ck, used(s))
             outs = cache.get(ck)
             if outs is None:
                 outs = cache[ck] = distinct(cache[ck[0]], ck[1])
             best = None
-            for rows_fn, tail_fn, whole in outs:
-                cols = tuple(zip(*rows_fn(s)))
+            for o in outs:
+                cols = tuple(zip(*o[0](s)))
                 key = cols[:ncols]
                 if best is None or key < best:
-                    best, cands = key, [(cols, tail_fn, whole)]
+                    best, cands = key, [(cols, o)]
                 elif key == best:
-                    cands.append((cols, tail_fn, whole))
+                    cands.append((cols, o))
             if len(cands) > 1:
-                cands.sort(key=lambda c: c[1](s, c[0][-1]))
-            cols, _tail, whole = cands[0]
-            return whole(s, cols)  # type: ignore[no-any-return]
+                cands.sort(key=lambda c: c[1][1](s, c[0][-1]))
+            cols, o = cands[0]
+            return o[w](s, cols), False
 
-        return canonical
+        return drive
 
     def _tdsig_src(self) -> str:
         """``tdsig(s)``: per TD slot, minus its count of owned pages of each owned page type,
@@ -359,23 +384,30 @@ class Symmetry:
         return "\n".join(lines)
 
     def _tail_src(self, name: str, tp: Sequence[int], vp: Sequence[int],
-                  hk: Sequence[int], whole: bool) -> str:
+                  hk: Sequence[int], whole: bool, spec: Any = None) -> str:
         """``name(s, c)`` with ``c`` the columns of ``rows``: the cells after the pages with
         TD, vCPU and HKID renamed and page ``c[-1][j]`` renamed ``j + 1``; with ``whole``,
-        the whole renamed state (the cells before the pages and the page columns first)."""
+        the whole renamed state (the cells before the pages and the page columns first);
+        with ``spec`` too, that state's encoding (``canonical_key``)."""
         b, n, H = self.b, self.n_pages, self.hkids
         hid = list(hk) == list(range(H))
         hmap = "(" + ",".join(map(str, hk)) + ",)"
         tinv, vinv = _inverse(tp), _inverse(vp)
         lines = [f"def {name}(s, c):"]
         lines.append("    inv = c[-1]" if whole else "    inv = c")
+        if spec is not None:
+            lines += [f"    {', '.join(f'c{ci}_{p}' for p in range(n - 1))}, = c[{ci}]"
+                      for ci in range(len(_PAGE_FIELDS))]
         lines.append(f"    pp = [0] * {n}")
         lines += [f"    pp[inv[{j}]] = {j + 1}" for j in range(n - 1)]
         out = []
         if whole:
             out += self._pre(hk)
             for ci, f in enumerate(_PAGE_FIELDS):
-                out += [f"s[{b[f]}]", f"*c[{ci}]"]
+                if spec is None:
+                    out += [f"s[{b[f]}]", f"*c[{ci}]"]
+                else:
+                    out += [f"s[{b[f]}]"] + [f"c{ci}_{p}" for p in range(n - 1)]
         ne = self.n_entries
         for f in self.td_fields:
             for t in range(self.n_tds):
@@ -394,7 +426,19 @@ class Symmetry:
             for v in range(self.n_vps):
                 x = f"s[{b[f] + vinv[v]}]"
                 out.append(f"pp[{x}]" if f == "tdvpr" else x)
-        lines.append("    return (" + "".join(x + ", " for x in out) + ")")
+        if spec is None:
+            lines.append("    return (" + "".join(x + ", " for x in out) + ")")
+            return "\n".join(lines)
+        assert len(out) == self.size
+        # the encoding as the explorer's packing computes it: 30-bit words of small ints
+        words: dict[int, list[str]] = {}
+        for i, x in enumerate(out):
+            off = spec.offsets[i]
+            k = off // 30
+            words.setdefault(k, []).append(f"({x} << {off - 30 * k})" if off > 30 * k else x)
+        parts = [("(" + " | ".join(ws) + ")") + (f" << {30 * k}" if k else "")
+                 for k, ws in sorted(words.items())]
+        lines.append("    return " + " | ".join(f"({p})" for p in parts))
         return "\n".join(lines)
 
     # -------------------------------------------------------------- the previous reading

@@ -55,13 +55,14 @@ def trace_of(prog: KvmHost, cx: Any) -> list[str]:
 def run_kvm(config: str | KvmConfig = "tiny", *, faults: bool = False,
             mutant: str | None = None, ablate: Sequence[str] = (), pinning: bool = True,
             limits: Any = None, progress: Callable[[dict[str, float]], None] | None = None,
-            preempt_init: bool = False) -> KvmRun:
+            preempt_init: bool = False, workers: int = 1) -> KvmRun:
     """``tdxcheck check --host kvm``: explore every interleaving of KVM's threads (and, with
     ``faults``, every module fault the environment can cause); every invariant is checked.
     Leaks on paths with an environment event are collected as data (``leaks``), one
     shortest path per KVM error site that chose to leak.  ``preempt_init`` lets the
     KVM_TDX_INIT_VCPU thread be preempted and resume on another CPU between TDH.VP.INIT and
-    ``tdx->state = VCPU_TD_STATE_INITIALIZED`` (see ``KvmHost``)."""
+    ``tdx->state = VCPU_TD_STATE_INITIALIZED`` (see ``KvmHost``).  ``workers`` processes
+    explore (``explore/parallel.py``; the same result for any number)."""
     from tdxcheck.checker.explore.bfs import Limits, explore
     from tdxcheck.checker.explore.check import witness_fn
     from tdxcheck.properties.witnesses import WITNESSES
@@ -76,7 +77,7 @@ def run_kvm(config: str | KvmConfig = "tiny", *, faults: bool = False,
         return [*model_w(s), *prog.goals(s)]
 
     res = explore(prog, limits or Limits(), stop_at_first=False, progress=progress,
-                  witnesses=goals, witness_ids=[*wids, *prog.goal_ids()])
+                  witnesses=goals, witness_ids=[*wids, *prog.goal_ids()], workers=workers)
     run = KvmRun(cfg, prog, res, faults)
     for cx in res.violations:
         run.violations.append({"invariant": cx.invariant, "message": cx.message,
