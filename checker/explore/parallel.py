@@ -1,8 +1,7 @@
 """The breadth-first search in several processes, with the single-process result.
 
 ``explore(..., workers=N)`` runs here.  Each worker process owns the states whose
-encoding hashes to it (``hash(key) % N``; an int's hash does not depend on
-PYTHONHASHSEED): it keeps their part of the visited set and expands them.  The search
+encoding hashes to it (``_MIX``; an int's hash does not depend on PYTHONHASHSEED): it keeps their part of the visited set and expands them.  The search
 goes level by level (level-synchronous BFS), so every trace is still a shortest one, and
 each level takes three steps:
 
@@ -69,6 +68,11 @@ from .bfs import (
 from .engine import STATE_ENCODING, Violation
 
 _LAST = 1 << 62  # the rank of a deadlock: after every transition of its state
+# an encoding's owner is (hash(key) * _MIX >> 61) % workers: an int's hash is the int
+# modulo 2**61 - 1, whose low bits follow a few cells; the multiplication (Fibonacci
+# hashing) spreads every bit over the high ones
+_MIX = 0x9E3779B97F4A7C15
+_FOREIGN = 1 << 20  # how many other workers' keys a worker keeps (then it forgets them)
 # event kinds, in the order the single-process search meets them at one (parent, rank)
 _STEP, _STATE, _DEADLOCK = 0, 1, 2
 
@@ -95,6 +99,8 @@ class _Worker:
         self.keyer, self.sens = keyer
         self.witnesses = witnesses
         self.seen: set[int] = set()
+        self.foreign: list[int] = []  # other workers' keys in ``seen`` (``expand``)
+        self.pending: set[int] = set()  # own keys met in this level's ``expand``
         # this worker's states of the current level: number, encoding, settled
         self.js = array("q")
         self.keys: list[int] = []
@@ -145,6 +151,9 @@ class _Worker:
         canon_of: dict[int, tuple[int | None, int]] = {}
         self.totals, self.gens = array("q"), array("q")
         keyer, sens, canon, pack = self.keyer, self.sens, self.canon, self.pack
+        if len(self.foreign) > _FOREIGN:
+            self.seen.difference_update(self.foreign)
+            self.foreign = []
         stopped = False
         for x, (j, key) in enumerate(zip(self.js, self.keys, strict=True)):
             if not x & 63:
@@ -193,12 +202,26 @@ class _Worker:
                 if kc is None:
                     own.append((j, rank, eid, None, tuple(nx)))
                     continue
-                o = hash(kc) % n
-                if o == wid and (self._fp(kc) if self.fingerprint else kc) in self.seen:
-                    continue
-                if kc in sent:
-                    continue
-                sent.add(kc)
+                o = (hash(kc) * _MIX >> 61) % n
+                if fast:
+                    # a key met once is left out from then on, by the fused code too: an
+                    # own key is stored at once (``pending`` until the merge decides who
+                    # met it first); another worker's is stored by its owner once sent
+                    if kc in self.seen:
+                        continue
+                    self.seen.add(kc)
+                    if o == wid:
+                        self.pending.add(kc)
+                    else:
+                        self.foreign.append(kc)
+                elif o == wid:
+                    if (self._fp(kc) if self.fingerprint else kc) in self.seen or kc in sent:
+                        continue
+                    sent.add(kc)
+                else:
+                    if kc in sent:
+                        continue
+                    sent.add(kc)
                 out[o].append((j, rank, eid, kc, st))
             if stopped:
                 self.totals.append(total)
@@ -236,7 +259,7 @@ class _Worker:
         events: list[tuple[tuple[int, int, int], int, Any, Any]] = []
         reported = set(reported)
         todo = set(todo)
-        prog, witnesses, seen = self.prog, self.witnesses, self.seen
+        prog, witnesses, seen, pending = self.prog, self.witnesses, self.seen, self.pending
         encoding = Violation(STATE_ENCODING, "a state cell left its declared range "
                              "(a counter below 0 or above its bound)", 0)
         for c, (j, rank, eid, kc, x) in enumerate(heapq.merge(*srcs)):
@@ -250,9 +273,12 @@ class _Worker:
                 settled = 0
             else:
                 m = self._fp(kc) if self.fingerprint else kc
-                if m in seen:
+                if m in pending:
+                    pending.discard(m)  # stored at expand; this is its first meeting
+                elif m in seen:
                     continue
-                seen.add(m)
+                else:
+                    seen.add(m)
                 st = self.unpack(kc)
                 sv = prog.state_violations(st)
                 settled = x
@@ -272,6 +298,9 @@ class _Worker:
                 if stop_at_first:
                     before = (j, rank, _STATE)
         self.new = new
+        if pending:  # only after a cut (the run stops): keys met past it, never stored
+            seen.difference_update(pending)
+            pending.clear()
         return {"j": array("q", [r[0] for r in new]), "rank": array("q", [r[1] for r in new]),
                 "eid": array("q", [r[2] for r in new]),
                 "error": bytes(r[5] for r in new), "events": events}
@@ -472,7 +501,7 @@ def _coordinate(prog: Program, limits: Limits, stop_at_first: bool,
     max_states = limits.max_states
     max_depth = limits.max_depth if limits.max_depth is not None else 1 << 62
     try:
-        call({hash(k0) % n: ("start", 0, k0, settled0)})
+        call({(hash(k0) * _MIX >> 61) % n: ("start", 0, k0, settled0)})
         while frontier and not stop:
             if depth >= max_depth:
                 reason = f"depth bound {limits.max_depth} reached"

@@ -4,12 +4,36 @@ For ``--host any`` every TD slot, vCPU slot, page and private HKID is interchang
 host program names none of them apart, so renaming them maps runs to runs and invariants
 to invariants.  ``canonical(s)`` returns the least state (as a tuple) of ``s``'s orbit
 under all such renamings, so it is exact: two states get the same canonical form iff one
-is a renaming of the other (tested against brute force over every permutation).
+is a renaming of the other (tested against brute force over every permutation, and
+against ``reference_canonical``, the enumerating canonicaliser it replaced).
 
-How the minimum is found without trying every page permutation: in the flat layout the
-page-indexed fields come before every field that *refers* to a page, so for fixed TD,
-vCPU and HKID permutations the least vector sorts the pages by their row of page fields;
-only pages with identical rows that something refers to need their order tried.
+How the least state is found at the cost of a sort (issue 16).  The flat layout holds, in
+order, the HKID cells, then the page cells column by column (``pt``, ``owner``, ...), then
+the TD, S-EPT entry and vCPU cells; page numbers appear only in the later cells ``tdr``,
+``sept_page`` and ``tdvpr``.  Call a TD, vCPU and HKID renaming together an *outer*
+renaming.  Then:
+
+* For a fixed outer renaming, the least arrangement of the page columns sorts the pages
+  by their row of (renamed) page cells, and among pages with equal rows (which nothing
+  but page numbers tells apart) the least state numbers them in the order the renamed
+  state first names them: each such place takes the least number still free.  So each
+  row carries the rank of its page's first reference and one ``sorted`` does both
+  (``rows``): no page permutation is ever enumerated.
+* Outer renamings are filtered by signatures before any is tried.  HKID renamings must
+  give the least HKID cells.  The ``owner`` column (the first one a TD renaming changes)
+  is least exactly when the new TD order lists TDs by their count of owned pages of each
+  type, more first, type by type (``tdsig``); likewise the ``vpslot`` column orders
+  vCPUs by their TDVPR pages' new owners (``vpsig``).  Only renamings that sort these
+  signatures remain, so distinct signatures leave one; ties are enumerated.  Renamings
+  that differ only on unused objects (all cells zero, named by nothing) give one state,
+  so one of them is tried (``used``).
+* Of the remaining outer renamings the one with the least page columns wins, ties by the
+  least rest of the state.
+
+Everything is generated straight-line code per layout, as before.  ``canonical_key``
+gives the canonical state's packed encoding without building it, and says whether the
+state is *settled* (one candidate renaming), which lets the explorer skip canonicalising
+a settled state's successors that changed no cell the renamings are chosen by.
 Packages and CPUs are not permuted (a package's CPUs are named by the host's steps).
 """
 
