@@ -448,13 +448,14 @@ def test_explorer_with_new_and_previous_canonicaliser_agree_on_default_part() ->
 
 # ---------------------------------------------------------------- issue 16: workers
 PAR_CASES = [
-    dict(), dict(sym=True), dict(fp=True), dict(sym=True, fp=True),
-    dict(ablate=["mng.key_freeid.wbinvd_done"]),
-    dict(ablate=["mng.key_freeid.wbinvd_done"], sym=True),
-    dict(ablate=["mng.vpflushdone.no_assoc_vcpus"], sym=True, all=True),
-    dict(ablate=["vp.addcx.page.pt"], all=True),  # a counter leaves its range
-    dict(limits=Limits(max_states=5000)), dict(sym=True, limits=Limits(max_states=777)),
-    dict(limits=Limits(max_depth=7)), dict(faults=True, sym=True, limits=Limits(max_states=9000)),
+    {}, {"sym": True}, {"fp": True}, {"sym": True, "fp": True},
+    {"ablate": ["mng.key_freeid.wbinvd_done"]},
+    {"ablate": ["mng.key_freeid.wbinvd_done"], "sym": True},
+    {"ablate": ["mng.vpflushdone.no_assoc_vcpus"], "sym": True, "all": True},
+    {"ablate": ["vp.addcx.page.pt"], "all": True},  # a counter leaves its range
+    {"limits": Limits(max_states=5000)}, {"sym": True, "limits": Limits(max_states=777)},
+    {"limits": Limits(max_depth=7)},
+    {"faults": True, "sym": True, "limits": Limits(max_states=9000)},
 ]
 
 
