@@ -168,10 +168,11 @@ class Symmetry:
         state, computed without building that state, and whether ``s`` is *settled*; and
         ``mask``, the bits of the cells that choose the renaming.
 
-        A settled state's signatures leave one candidate renaming.  So when ``s`` is
-        canonical and settled, a state that differs from it only outside ``mask`` (a TD
-        or vCPU cell that names no page) is canonical and settled too: its candidates and
-        page order are ``s``'s, the identity's, and the identity changes nothing."""
+        A settled state has one candidate renaming with the least page columns.  So when
+        ``s`` is canonical and settled, a state that differs from it only outside ``mask``
+        (a TD or vCPU cell that names no page) is canonical and settled too: it has
+        ``s``'s candidates with ``s``'s page columns, so the same one wins, the identity
+        (which gives ``s``), and the identity changes nothing."""
         b = self.b
         widths = [max(x, 1).bit_length() for x in spec.bounds]
         cells = [*range(b["tdr"]), *self._refs(range(self.n_tds), range(self.n_vps))]
@@ -250,12 +251,13 @@ class Symmetry:
 
         def distinct(outs: list[tuple[Any, ...]], u: tuple[int, int, int]
                      ) -> list[tuple[Any, ...]]:
-            kept: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+            kept: dict[tuple[Any, ...], list[Any]] = {}
             for o in outs:
                 key = tuple(tuple(x for i, x in enumerate(perm) if m >> i & 1)
                             for perm, m in zip(perm_of[o], u, strict=True))
-                kept.setdefault(key, o)
-            return list(kept.values())
+                kept.setdefault(key, []).append(o)
+            # each kept with how many it stands for
+            return [(*os[0], len(os)) for os in kept.values()]
 
         def drive(s: State, w: int) -> tuple[Any, bool]:
             """(outer[w] of the least renaming: 2 the state, 3 its encoding; settled)"""
@@ -295,8 +297,11 @@ class Symmetry:
                     cands.append((cols, o))
             if len(cands) > 1:
                 cands.sort(key=lambda c: c[1][1](s, c[0][-1]))
+                cols, o = cands[0]
+                return o[w](s, cols), False
             cols, o = cands[0]
-            return o[w](s, cols), False
+            # settled: one renaming alone has the least page columns
+            return o[w](s, cols), o[4] == 1
 
         return drive
 
