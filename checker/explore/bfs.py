@@ -15,6 +15,7 @@ re-running the edges from the initial state.  A run that stops on a limit says
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from array import array
@@ -155,15 +156,11 @@ def memory_mib(pids: Sequence[int] = ()) -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-try:
-    import os as _os
-
-    _PAGE = _os.sysconf("SC_PAGE_SIZE")
-except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
-    _PAGE = 4096
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def memory_reason(budget: float, states: int) -> str:
+    """Why a run stopped on its memory budget."""
     return (f"memory budget {budget:,.0f} MiB reached at {states:,} states (--fingerprint "
             f"stores less per state; --memory-budget sets the budget)")
 

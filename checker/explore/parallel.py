@@ -397,7 +397,13 @@ def explore_parallel(prog: Program, limits: Limits, stop_at_first: bool,
     init = norm(prog.initial())
     k0 = packing.pack(init)
     n = workers
-    ctx = mp.get_context("fork")
+    try:
+        ctx = mp.get_context("fork")
+    except ValueError:  # no fork (Windows): one process, the same result
+        from .bfs import explore
+
+        return explore(prog, limits, stop_at_first, progress, progress_every, canon,
+                       fingerprint, witnesses, witness_ids)
     flag = ctx.RawValue("i", 0)
     counters = ctx.RawArray("q", n)
     tmp = tempfile.mkdtemp(prefix="tdxcheck-bfs-")
@@ -476,9 +482,8 @@ def _coordinate(prog: Program, limits: Limits, stop_at_first: bool,
                     flag.value = 1
             if progress is not None and now >= next_report:
                 next_report = now + progress_every
-                progress({"states": n_states, "queue": frontier, "depth": depth,
-                          "transitions": transitions, "seconds": now - t0,
-                          "expanded": sum(counters)})
+                progress({"states": n_states, "queue": max(frontier - sum(counters), 0),
+                          "depth": depth, "transitions": transitions, "seconds": now - t0})
         if any(v is _Stop for v in out.values()):
             raise _Stop
         return out

@@ -316,15 +316,15 @@ class Symmetry:
         for r, pt in enumerate(owned):
             w[pt] = n ** (len(owned) - 1 - r)
         T = self.n_tds
-        lines = ["def tdsig(s):", f"    c = [0] * {T + 1}"]
+        lines = ["def tdsig(s):", f"    c = [0] * {T}", "    v = 0"]
         lines += [f"    c[s[{b['owner'] + p}]] -= {tuple(w)}[s[{b['pt'] + p}]]"
                   for p in range(1, n)]
         if self.n_vps > 1:
             # and last, vpsig: the TDVPR pages per (vCPU slot, owner), one number
             for p in range(1, n):
-                pt, o, v = b["pt"] + p, b["owner"] + p, b["vpslot"] + p
-                lines.append(f"    if s[{pt}] == TDVPR: c[{T}] += {n} ** (s[{v}] * {T} + s[{o}])")
-        lines.append("    return tuple(c)")
+                pt, o, vs = b["pt"] + p, b["owner"] + p, b["vpslot"] + p
+                lines.append(f"    if s[{pt}] == TDVPR: v += {n} ** (s[{vs}] * {T} + s[{o}])")
+        lines.append("    return (*c, v)")
         return "\n".join(lines)
 
     def _used_src(self) -> str:
@@ -389,8 +389,7 @@ class Symmetry:
         m = (1 << P) - 1
         tid, vid = list(tp) == list(range(self.n_tds)), list(vp) == list(range(self.n_vps))
         hid = list(hk) == list(range(H))
-        tmap = "(" + ",".join(map(str, tp)) + ",)"
-        vmap = "(" + ",".join(map(str, vp)) + ",)"
+        tmap, vmap = repr(tuple(tp)), repr(tuple(vp))  # ``()`` when there is no vCPU
         refs = self._refs(tp, vp)
         lines = [f"def {name}(s):", f"    r = [{len(refs)}] * {n}"]
         # the first reference wins: assign from the last one back
@@ -420,7 +419,7 @@ class Symmetry:
         with ``spec`` too, that state's encoding (``canonical_key``)."""
         b, n, H = self.b, self.n_pages, self.hkids
         hid = list(hk) == list(range(H))
-        hmap = "(" + ",".join(map(str, hk)) + ",)"
+        hmap = repr(tuple(hk))
         tinv, vinv = _inverse(tp), _inverse(vp)
         lines = [f"def {name}(s, c):"]
         lines.append("    inv = c[-1]" if whole else "    inv = c")
@@ -559,9 +558,8 @@ class Symmetry:
                 parts = [f"(s[{i}] & {m | (m << (H * P))})"]
                 parts += [f"(((s[{i}] >> {h * P}) & {m}) << {hk[h] * P})" for h in range(1, H)]
                 expr[i] = "(" + " | ".join(parts) + ")"
-        tmap = "(" + ",".join(map(str, tp)) + ",)"
-        vmap = "(" + ",".join(map(str, vp)) + ",)"
-        hmap = "(" + ",".join(map(str, hk)) + ",)"
+        # tuple literals (``()`` when a kind has no object: vps=0)
+        tmap, vmap, hmap = repr(tuple(tp)), repr(tuple(vp)), repr(tuple(hk))
         for p in range(1, self.n_pages):
             pt, o, v = b["pt"] + p, b["owner"] + p, b["vpslot"] + p
             expr[o] = f"({tmap}[s[{o}]] if s[{pt}] in OWNED else s[{o}])"
