@@ -13,8 +13,12 @@ Decisions where the contract is silent:
 * Names (td, vp, page, thread) are ``[A-Za-z_][A-Za-z0-9_]*``.  td, vp and page names share
   one namespace: a name that is a page cannot also be a td or a vp (a typo such as
   ``page=td0`` is reported instead of silently naming a new page).  Thread names are separate.
-* Integers are decimal or ``0x`` hex.  ``gpa`` must be >= 0 and 4 KiB aligned; raw
-  ``seamcall`` registers take any 64-bit unsigned value or a page name.
+* Integers are decimal or ``0x`` hex.  ``gpa`` must be a 64-bit value (a misaligned,
+  shared or too-wide GPA is the module's to refuse; ``tdh_mr_extend`` takes 256-byte
+  chunks); ``level`` is 0..7 (the RCX bits the
+  wrapper puts it in; a level beyond the S-EPT is the module's to refuse).  A raw ``seamcall``
+  register the leaf reads as a page takes a page name or 0 (the NULL page); one it reads as
+  an integer takes any 64-bit unsigned value; one it does not read takes either.
 * ``cpu=`` is accepted on every SEAMCALL step (typed or raw, it is in the table's
   ``optional``) and on steps whose operands list ``cpu`` (``host_write``); other host and
   guest actions reject it.  It defaults to 0.  ``td_exit`` without ``reason=`` gets
@@ -50,6 +54,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from tdxcheck.model.actions import raw_register
 from tdxcheck.model.state import Platform
 from tdxcheck.model.status import (
     NONDETERMINISTIC,
@@ -66,14 +71,18 @@ from tdxcheck.model.steps import (
     TD_EXIT_REASONS,
     Kind,
     StepSig,
+    hidden_object,
 )
 
 __all__ = [
     "SEAMCALL_LEAVES",
     "Config",
+    "InputError",
+    "config_values",
     "Scenario",
     "ScenarioError",
     "Step",
+    "parse_bytes",
     "parse_file",
     "parse_text",
 ]
@@ -86,6 +95,12 @@ _U64 = (1 << 64) - 1
 SEAMCALL_LEAVES: tuple[str, ...] = tuple(dict.fromkeys(s.leaf for s in STEPS if s.leaf))
 
 _NONDET_CLASSES = frozenset(int(s) for s in NONDETERMINISTIC)
+
+
+class InputError(ValueError):
+    """Bad input that is not a line of a file: an option, a ``key=value``, a name (a
+    configuration, an invariant, a check, a mutant).  The CLI prints ``tdxcheck: error: TEXT``
+    and exits 2.  Anything else raised inside tdxcheck is an internal error (exit 4)."""
 
 
 class ScenarioError(Exception):
@@ -101,19 +116,53 @@ class ScenarioError(Exception):
         return f"{self.file}:{self.line}: {self.reason}"
 
 
-#: config key -> (minimum, maximum or None); scenario-format.md §1
+#: config key -> (minimum, maximum or None); scenario-format.md §1.  The maxima are stated
+#: up front so that a typo cannot ask for a state the model would take minutes and gigabytes
+#: to build: each bounds a dimension of the state layout (``model/state.py``: per-package
+#: bitmaps and caches, one KOT entry per HKID, a dirty bit per page, KeyID and package), and
+#: at the maxima together a replay still builds in well under a second.  They are above any
+#: platform TDX runs on (8 sockets; TDX 1.5 takes at most a few hundred private KeyIDs).
 _CONFIG_LIMITS: dict[str, tuple[int, int | None]] = {
-    "packages": (1, None),
-    "cpus_per_package": (1, None),
-    "hkids": (2, None),
-    "tdcs_pages": (1, None),
-    "tdcx_pages": (0, None),
-    "max_vcpus": (1, None),
+    "packages": (1, 8),
+    "cpus_per_package": (1, 64),
+    "hkids": (2, 256),
+    "tdcs_pages": (1, 16),
+    "tdcx_pages": (0, 16),
+    "max_vcpus": (1, 1024),
     "sept_levels": (2, 5),
     "clflush_before_alloc": (0, 1),
     "clear_before_reuse": (0, 1),
     "wrapper_clflush": (0, 1),
 }
+
+
+def config_values(pairs: Sequence[tuple[str, str]],
+                  extra: Mapping[str, tuple[int, int | None]] | None = None,
+                  prefix: str = "") -> dict[str, int]:
+    """The one validation of configuration values, wherever they come from (a scenario's
+    ``config`` line, ``key=value`` overrides on the command line): known keys (with a
+    suggestion for a typo), no key twice, integers within ``_CONFIG_LIMITS`` (and ``extra``:
+    the object counts of ``--host any``).  Raises ``InputError`` with the reason; ``prefix``
+    starts each message (``"config "`` for a file's line)."""
+    limits = {**_CONFIG_LIMITS, **(extra or {})}
+    values: dict[str, int] = {}
+    for key, value in pairs:
+        if key not in limits:
+            raise InputError(f"unknown {prefix}key {key!r}{_suggest(key, limits)}"
+                             f" (keys: {', '.join(limits)})")
+        if key in values:
+            raise InputError(f"duplicate {prefix}key {key}=")
+        try:
+            v = _parse_int(value)
+        except ValueError as e:
+            raise InputError(f"{prefix}{key}: {e}") from None
+        lo, hi = limits[key]
+        if v < lo or (hi is not None and v > hi):
+            why = " (the limit tdxcheck's state layout is built for)" if hi and v > hi \
+                and hi > 1 and key != "sept_levels" else ""
+            raise InputError(f"{prefix}{key}={value}: must be {_limit_text(lo, hi)}{why}")
+        values[key] = v
+    return values
 
 
 def _limit_text(lo: int, hi: int | None) -> str:
@@ -230,7 +279,8 @@ def _parse_status(text: str) -> tuple[int, bool, str]:
     except StatusSyntaxError as e:
         raise ValueError(str(e)) from None
     name = text.partition("|")[0]
-    if has_opid and not 0 <= code - int(Status[name]) <= 0xFFFFFFFF:
+    if has_opid and name in Status.__members__ and \
+            not 0 <= code - int(Status[name]) <= 0xFFFFFFFF:
         raise ValueError(f"operand id in {text!r} must be in 0..0xFFFFFFFF")
     return code, has_opid, _status_text(code, has_opid)
 
@@ -313,24 +363,15 @@ class _Parser:
             raise self.err(f"config given twice (first on line {sc.config_line})")
         if sc.steps or sc.threads:
             raise self.err("config must come before the first step and thread")
-        values: dict[str, int] = {}
+        pairs = []
         for tok in toks[1:]:
             if tok.startswith("->"):
                 raise self.err("config takes no '-> STATUS'")
-            key, value = self.key_value(tok)
-            if key not in _CONFIG_LIMITS:
-                raise self.err(f"unknown config key {key!r}{_suggest(key, _CONFIG_LIMITS)}"
-                               f" (keys: {', '.join(_CONFIG_LIMITS)})")
-            if key in values:
-                raise self.err(f"duplicate config key {key}=")
-            try:
-                v = _parse_int(value)
-            except ValueError as e:
-                raise self.err(f"config {key}: {e}") from None
-            lo, hi = _CONFIG_LIMITS[key]
-            if v < lo or (hi is not None and v > hi):
-                raise self.err(f"config {key}={value}: must be {_limit_text(lo, hi)}")
-            values[key] = v
+            pairs.append(self.key_value(tok))
+        try:
+            values = config_values(pairs, prefix="config ")
+        except InputError as e:
+            raise self.err(str(e)) from None
         sc.config = Config(**values)
         sc.config_line = self.line
 
@@ -551,15 +592,16 @@ class _Parser:
                     raise self.err(f"hkid={value} out of range: private HKIDs are "
                                    f"1..{cfg.hkids - 1} "
                                    f"(config hkids={cfg.hkids})")
-                if kind is Kind.LEVEL and not 0 <= v < cfg.sept_levels:
-                    raise self.err(f"level={value} out of range: S-EPT levels are "
-                                   f"0..{cfg.sept_levels - 1} "
-                                   f"(config sept_levels={cfg.sept_levels})")
+                if kind is Kind.LEVEL and not 0 <= v <= 7:
+                    # the wrapper puts the level in RCX bits 2:0; a level the S-EPT does not
+                    # have (>= sept_levels) is the module's to refuse (OPERAND_INVALID|RCX)
+                    raise self.err(f"level={value} out of range: a level is 0..7 (RCX bits "
+                                   "2:0)")
                 if kind is Kind.GPA:
                     if v < 0:
                         raise self.err(f"gpa={value} is negative")
-                    if v % 4096:
-                        raise self.err(f"gpa={value} is not 4 KiB aligned")
+                    if v > _U64:
+                        raise self.err(f"gpa={value} does not fit in 64 bits")
                 if kind is Kind.RESUME and v not in (0, 1):
                     raise self.err(f"resume={value}: must be 0 (start) or 1 (resume)")
                 ops[key] = v
@@ -647,12 +689,19 @@ class _Parser:
         for key, value in raw.items():
             if key in ("cpu", "fault"):
                 continue
+            reads = raw_register(leaf, key)
             if _INT_RE.match(value):
                 v = _parse_int(value)
                 if not 0 <= v <= _U64:
                     raise self.err(f"{key}={value} out of range: a register holds 0..2**64-1")
+                if reads == "page" and v != 0:
+                    raise self.err(f"{key}={value}: {leaf} reads a page in {key}; write a page "
+                                   "name (or 0 for the NULL page): pages are known by name")
                 ops[key] = v
             elif _NAME_RE.match(value):
+                if reads == "int":
+                    raise self.err(f"{key}={value}: {leaf} reads an integer in {key} (a GPA, "
+                                   "an HKID or a flag), not a page")
                 self.use_page(value)
                 ops[key] = value
             else:
@@ -665,12 +714,11 @@ class _Parser:
                     self.thread, body)
 
     def hidden_objects(self, leaf: str, ops: dict[str, Any]) -> None:
-        """Raw creates get a struct for the model: a td / vp named ``@PAGE``."""
+        """Raw creates get a struct for the model: a td / vp named ``@PAGE`` (``@0`` for the
+        NULL page: RCX 0 or absent), ``model.steps.hidden_object``."""
         sc = self.sc
-        page = ops.get("rcx")
-        if not isinstance(page, str):
-            return
-        hidden = "@" + page
+        page = ops.get("rcx", 0)
+        hidden = hidden_object(page)
         if leaf == "TDH.MNG.CREATE" and hidden not in sc.td_tdr:
             sc.td_tdr[hidden] = page
             sc.td_tdcs[hidden] = []
@@ -700,6 +748,26 @@ def parse_text(
     return _Parser(file, fault_table).run(text)
 
 
+def parse_bytes(
+    data: bytes,
+    file: str = "<bytes>",
+    *,
+    fault_table: Mapping[str, Sequence[str]] | None = None,
+) -> Scenario:
+    """Parse scenario bytes: UTF-8, and a byte that is not is reported at its line."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - data.rfind(b"\n", 0, e.start)
+        raise ScenarioError(file, line, f"not UTF-8 text: byte 0x{data[e.start]:02x} at "
+                            f"column {column}") from None
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise ScenarioError(file, line, "a NUL character: this is not a text file")
+    return parse_text(text, file, fault_table=fault_table)
+
+
 def parse_file(
     path: str | os.PathLike[str],
     *,
@@ -707,13 +775,13 @@ def parse_file(
 ) -> Scenario:
     """Parse a scenario file.
 
-    An unreadable file is ``ScenarioError(path, 0, "cannot read: ...")``.
+    An unreadable file is ``ScenarioError(path, 0, "cannot read: ...")``; bytes that are not
+    UTF-8 are reported at their line (``parse_bytes``).
     """
     name = os.fspath(path)
     try:
-        with open(name, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise ScenarioError(name, 0, f"cannot read: {why}") from None
-    return parse_text(text, name, fault_table=fault_table)
+        with open(name, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ScenarioError(name, 0, f"cannot read: {e.strerror or e}") from None
+    return parse_bytes(data, name, fault_table=fault_table)

@@ -13,15 +13,15 @@ wrappers resolve ``td``/``vp`` to their bound pages, as the Linux wrappers read
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import host, mem, mng, phymem, vp  # noqa: F401  (registers every leaf in LEAVES)
-from .checks import keyid_lines
-from .expr import AndNot
+from .checks import keyid_lines, lp_in_seam_root
+from .expr import And, AndNot
 from .rule import LEAVES, Ctx, Effect, Rule, set_
 from .state import S, Universe
-from .steps import STEP_BY_NAME
+from .steps import STEP_BY_NAME, hidden_object
 
 #: host and guest actions that are not SEAMCALLs: builder per step name
 HOST_ACTIONS: dict[str, Callable[..., Rule]] = {
@@ -60,10 +60,17 @@ class Action:
 
 
 def rule_of(action: Action, ctx: Ctx) -> Rule:
-    """Build the action's rule from its single definition."""
+    """Build the action's rule from its single definition.
+
+    A SEAMCALL is enabled only on a logical CPU that is not running a guest
+    (``checks.lp_in_seam_root``): one guard for every leaf, read by every engine."""
     ctx.cpu = action.cpu
     if action.kind in LEAVES:
-        return LEAVES[action.kind].build(ctx, **action.kwargs)
+        rule = LEAVES[action.kind].build(ctx, **action.kwargs)
+        if action.is_seamcall:
+            rule = replace(rule, enabled=And(lp_in_seam_root(action.cpu, len(ctx.u.vps)),
+                                             rule.enabled))
+        return rule
     return HOST_ACTIONS[action.kind](ctx, **action.kwargs)
 
 
@@ -74,7 +81,8 @@ def wrapper_pre(action: Action, u: Universe) -> tuple[Effect, ...]:
 
 
 def describe(action: Action, u: Universe) -> str:
-    """``tdh_mng_create(td=td0, tdr=tdr0, hkid=1) [cpu0]`` for traces."""
+    """``tdh_mng_key_config(tdr=tdr0, cpu=1)`` for traces: named operands, and the CPU of
+    every SEAMCALL (and of a ``host_write``), which decides where it runs."""
     parts = []
     for k, v in action.args:
         if k in ("tdr", "page", "tdvpr"):
@@ -87,6 +95,8 @@ def describe(action: Action, u: Universe) -> str:
             parts.append(f"gpa=0x{v:x}")
         else:
             parts.append(f"{k}={v}")
+    if action.is_seamcall or action.kind == "host_write":
+        parts.append(f"cpu={action.cpu}")
     name = action.step if action.step != "seamcall" else f"seamcall {action.kind}"
     return f"{name}({', '.join(parts)})"
 
@@ -170,6 +180,29 @@ def actions_for_step(
     return [Action(name, leaf, args_t, cpu, handed)]
 
 
+#: builder operands that are pages (a raw register for one takes a page name or 0)
+PAGE_OPERANDS = ("tdr", "page", "tdvpr")
+
+
+def raw_register(leaf: str, reg: str) -> str | None:
+    """What leaf ``leaf`` reads in register ``reg`` of the raw form: ``"page"`` (a physical
+    page: a page name, or 0 for the NULL page), ``"int"`` (a GPA | level, an HKID, a flag:
+    any 64-bit value), or None (the leaf does not read it)."""
+    operand = dict(LEAVES[leaf].regs).get(reg) if leaf in LEAVES else None
+    if operand is None:
+        return None
+    return "page" if operand in PAGE_OPERANDS else "int"
+
+
+def raw_gpas(leaf: str, o: Mapping[str, Any]) -> list[int]:
+    """The GPAs a raw ``seamcall`` step names (a register read as GPA | level, 0 if absent):
+    the universe needs their S-EPT entries."""
+    ldef = LEAVES.get(leaf)
+    if ldef is None:
+        return []
+    return [int(o.get(reg, 0)) & ~0xFFF for reg, operand in ldef.regs if operand == "gpa"]
+
+
 def _raw_seamcall(u: Universe, o: Mapping[str, Any], cpu: int) -> Action:
     """``seamcall LEAF rcx=.. rdx=.. r8=..``: registers to operands; no wrapper CLFLUSH."""
     leaf = o["leaf"]
@@ -183,7 +216,7 @@ def _raw_seamcall(u: Universe, o: Mapping[str, Any], cpu: int) -> Action:
         if operand is None:
             continue
         raw = o.get(reg, 0)
-        if operand in ("tdr", "page", "tdvpr"):
+        if operand in PAGE_OPERANDS:
             if isinstance(raw, str):
                 a[operand] = u.page_index(raw)
             elif raw == 0:
@@ -193,27 +226,26 @@ def _raw_seamcall(u: Universe, o: Mapping[str, Any], cpu: int) -> Action:
         elif operand == "gpa":
             if isinstance(raw, str):
                 raise StepError(f"{reg}={raw} must be a GPA | level integer")
-            a["gpa"], a["level"] = raw & ~0xFFF, raw & 0x7
+            if leaf == "TDH.MR.EXTEND":  # a plain GPA (a 256-byte chunk)
+                a["gpa"] = raw
+            else:  # EPT mapping information: GPA bits 51:12, level bits 2:0
+                a["gpa"], a["level"] = raw & ~0xFFF, raw & 0x7
         else:
             if isinstance(raw, str):
                 raise StepError(f"{reg}={raw} must be an integer for {leaf}")
             a[operand] = raw
     if leaf == "TDH.MNG.CREATE":
-        a["td"] = u.tds.index("@" + u.page_name(a["tdr"]))
+        a["td"] = u.tds.index(hidden_object(o.get("rcx", 0)))
     if leaf == "TDH.VP.CREATE":
-        a["vp"] = u.vps.index("@" + u.page_name(a["tdvpr"]))
+        a["vp"] = u.vps.index(hidden_object(o.get("rcx", 0)))
     if leaf == "TDH.PHYMEM.PAGE.WBINVD":
         a["keyid"] = 0
-    if leaf == "TDH.MEM.PAGE.ADD" or leaf == "TDH.MEM.PAGE.AUG":
-        if a.get("level", 0) != 0:
-            raise StepError("2M/1G private pages are not modelled (level must be 0)")
-        a.pop("level", None)
-    if leaf == "TDH.MR.EXTEND":
-        a.pop("level", None)
+    if leaf in ("TDH.MEM.PAGE.ADD", "TDH.MEM.PAGE.AUG") and not a.get("level"):
+        a.pop("level", None)  # 4K: the wrapper's call, with no extra operand
     missing = [k for k in ldef.operands if k not in a]
     if missing:
         raise StepError(f"{leaf} needs {', '.join(missing)}")
-    order = {k: i for i, k in enumerate(ldef.operands)}
+    order = {k: i for i, k in enumerate((*ldef.operands, "level"))}
     return Action("seamcall", leaf, tuple(sorted(a.items(), key=lambda kv: order[kv[0]])), cpu)
 
 

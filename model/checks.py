@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from .enums import OP_TLB_TRACKING, PageType, SeptState, TdLifecycle
 from .expr import And, Expr, If, Not, Or, lift
-from .rule import RuleBuilder, st
+from .rule import OperandError, RuleBuilder, st
 from .state import S
 from .status import OperandId, Status
 from .tables import OP_STATE_ALLOWED
@@ -34,6 +34,19 @@ def held_by_running_vcpu(page: int) -> Expr:
         And(S.pt[page] == PageType.PT_TDR, (S.refcount0[t] + S.refcount1[t]) > 0),
         And(S.pt[page] == PageType.PT_TDVPR, S.in_guest[v] == 1),
     )
+
+
+def lp_in_seam_root(cpu: int, n_vps: int) -> Expr:
+    """Logical CPU ``cpu`` is not running a guest, so it can execute SEAMCALL at all.
+
+    TDH.VP.ENTER puts the LP in SEAM non-root mode with the vCPU associated to it
+    (``tdh_vp_enter.c``: ``associate_vcpu``, then VMLAUNCH/VMRESUME); the LP runs guest code
+    until the TD exits (``td_exit.c``), and only then is it back in the VMM.  An LP in the
+    guest issues no SEAMCALL, so it runs one vCPU at a time: every SEAMCALL on ``cpu`` is
+    *enabled* (a hardware precondition, not a module check) only while no vCPU that is in
+    the guest is associated with it.
+    """
+    return And(*(Not(And(S.in_guest[v] == 1, S.assoc[v] == cpu + 1)) for v in range(n_vps)))
 
 
 def explicit_page(
@@ -75,9 +88,22 @@ def td_state(b: RuleBuilder, prefix: str, leaf: str, t: Expr) -> None:
 
 
 def level_ok(b: RuleBuilder, prefix: str, gpa: int, level: int, lo: int, hi: int) -> None:
-    """``verify_page_info_input``: level in range and GPA aligned to it (OPERAND_INVALID|RCX)."""
+    """``verify_page_info_input``: level in range and GPA aligned to it (OPERAND_INVALID|RCX).
+
+    A level beyond the configured S-EPT depth is refused here like any other out-of-range
+    level (the builder stops); only with this check ablated is it beyond the model."""
     ok = lo <= level <= hi and gpa % (4096 << (9 * level)) == 0
     b.check(f"{prefix}.gpa_level", int(ok), st(Status.TDX_OPERAND_INVALID, OperandId.RCX))
+    if not b.stopped and not 0 <= level < b.ctx.p.sept_levels:
+        raise OperandError(f"level {level} is beyond this S-EPT (sept_levels="
+                           f"{b.ctx.p.sept_levels}) and {prefix}.gpa_level, the check that "
+                           "refuses it, is ablated: the model cannot follow the module past it")
+
+
+def entry_of(b: RuleBuilder, gpa: int, level: int) -> int:
+    """The S-EPT entry (gpa, level), or 0 once the builder has stopped (a check before it
+    always fails with these operands: the entry is never read)."""
+    return 0 if b.stopped else b.ctx.u.entry(gpa, level)
 
 
 def walk_reaches(b: RuleBuilder, t: Expr, gpa: int, level: int) -> Expr:
@@ -89,7 +115,7 @@ def walk_reaches(b: RuleBuilder, t: Expr, gpa: int, level: int) -> Expr:
     u = b.ctx.u
     return And(
         *(
-            S.sept_state[t, u.entry(gpa, lv)] == SeptState.SEPT_NL_MAPPED
+            S.sept_state[t, entry_of(b, gpa, lv)] == SeptState.SEPT_NL_MAPPED
             for lv in range(level + 1, u.platform.sept_levels)
         )
     )
@@ -125,7 +151,7 @@ def sept_walk(
     )
     if tree_lock:
         b.fault(f"{prefix}.sept_entry_lock", st(Status.TDX_OPERAND_BUSY, OperandId.RCX))
-    return b.ctx.u.entry(gpa, level)
+    return entry_of(b, gpa, level)
 
 
 def tlb_tracked(t: Expr, page: Expr) -> Expr:

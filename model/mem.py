@@ -8,6 +8,7 @@ maps 4K pages, and 2M/1G leaves (PROMOTE/DEMOTE) are out of scope.
 from __future__ import annotations
 
 from .checks import (
+    entry_of,
     explicit_page,
     gpa_valid,
     held_by_running_vcpu,
@@ -21,7 +22,7 @@ from .checks import (
 )
 from .enums import SEPT_ANY_BLOCKED, OpState, PageType, SeptState
 from .expr import And, Expr, If, Min, Not, Or
-from .rule import Ctx, Effect, Rule, RuleBuilder, leaf, set_, st, when
+from .rule import Ctx, Effect, OperandError, Rule, RuleBuilder, leaf, set_, st, when
 from .state import S
 from .status import OperandId, Status
 from .tables import SEPT_STATE_ALLOWED
@@ -77,8 +78,6 @@ def tdh_mem_sept_add(ctx: Ctx, tdr: int, gpa: int, level: int, page: int) -> Rul
     explicit_page(b, "mem.sept_add.tdr", tdr, PageType.PT_TDR, RDX, exclusive=False)
     td_state(b, "mem.sept_add", "TDH.MEM.SEPT.ADD", t)
     level_ok(b, "mem.sept_add", gpa, level, 1, ctx.p.sept_levels - 1)
-    if not 1 <= level < ctx.p.sept_levels or gpa % (4096 << 9 * level):
-        return b.done()  # the constant check above always fails here
     e = sept_walk(b, "mem.sept_add", t, gpa, level)
     _entry_state(b, "mem.sept_add", "TDH.MEM.SEPT.ADD", t, e)
     is_free = S.sept_state[t, e] == _SS.SEPT_FREE
@@ -101,19 +100,19 @@ def tdh_mem_sept_add(ctx: Ctx, tdr: int, gpa: int, level: int, page: int) -> Rul
 @leaf("TDH.MEM.PAGE.ADD", 2, "mem", ("tdr", "gpa", "page"),
       regs=(("rcx", "gpa"), ("rdx", "tdr"), ("r8", "page")), hands=("page",),
       source="tdh_mem_page_add.c")
-def tdh_mem_page_add(ctx: Ctx, tdr: int, gpa: int, page: int) -> Rule:
+def tdh_mem_page_add(ctx: Ctx, tdr: int, gpa: int, page: int, level: int = 0) -> Rule:
     """TDH.MEM.PAGE.ADD: add an initial (measured) private page before MR.FINALIZE.
 
     Source: tdh_mem_page_add.c (leaf 2); tdx-reference.md §6.18.  The TDR is held
     exclusively, which serialises the S-EPT: no tree or entry lock.  The source page check
     (R9: aligned, shared HKID, outside SEAMRR) is not modelled: the host always passes a
-    valid source page.
+    valid source page.  ``level``: the raw form's RCX level bits (the wrapper passes 4K).
     """
     b = RuleBuilder(ctx)
     t = S.owner[tdr]
     explicit_page(b, "mem.page_add.tdr", tdr, PageType.PT_TDR, RDX, exclusive=True)
     td_state(b, "mem.page_add", "TDH.MEM.PAGE.ADD", t)
-    level_ok(b, "mem.page_add", gpa, 0, 0, 0)
+    level_ok(b, "mem.page_add", gpa, level, 0, 0)
     e = sept_walk(b, "mem.page_add", t, gpa, 0, tree_lock=False)
     _entry_state(b, "mem.page_add", "TDH.MEM.PAGE.ADD", t, e)
     explicit_page(b, "mem.page_add.page", page, PageType.PT_NDA, R8, exclusive=True)
@@ -128,16 +127,21 @@ def tdh_mem_page_add(ctx: Ctx, tdr: int, gpa: int, page: int) -> Rule:
 @leaf("TDH.MEM.PAGE.AUG", 6, "mem", ("tdr", "gpa", "page"),
       regs=(("rcx", "gpa"), ("rdx", "tdr"), ("r8", "page")), hands=("page",),
       source="tdh_mem_page_aug.c")
-def tdh_mem_page_aug(ctx: Ctx, tdr: int, gpa: int, page: int) -> Rule:
+def tdh_mem_page_aug(ctx: Ctx, tdr: int, gpa: int, page: int, level: int = 0) -> Rule:
     """TDH.MEM.PAGE.AUG: add a PENDING private page at run time (the guest accepts it).
 
-    Source: tdh_mem_page_aug.c (leaf 6); tdx-reference.md §6.19.  4 KiB (level 0) only.
+    Source: tdh_mem_page_aug.c (leaf 6); tdx-reference.md §6.19.  4 KiB (level 0) only:
+    the module takes level 0 or 1 (``verify_page_info_input``), and a 2M AUG (level 1,
+    the raw form's RCX level bits) is beyond the model (``OperandError``).
     """
     b = RuleBuilder(ctx)
     t = S.owner[tdr]
     explicit_page(b, "mem.page_aug.tdr", tdr, PageType.PT_TDR, RDX, exclusive=False)
     td_state(b, "mem.page_aug", "TDH.MEM.PAGE.AUG", t)
-    level_ok(b, "mem.page_aug", gpa, 0, 0, 1)
+    level_ok(b, "mem.page_aug", gpa, level, 0, 1)
+    if level and not b.stopped:
+        raise OperandError("a 2M private page (TDH.MEM.PAGE.AUG level 1) is not modelled: "
+                           "the model keeps 4 KiB private pages only")
     e = sept_walk(b, "mem.page_aug", t, gpa, 0)
     _entry_state(b, "mem.page_aug", "TDH.MEM.PAGE.AUG", t, e)
     explicit_page(b, "mem.page_aug.page", page, PageType.PT_NDA, R8, exclusive=True)
@@ -318,7 +322,7 @@ def tdh_mr_extend(ctx: Ctx, tdr: int, gpa: int) -> Rule:
     b.check("mr.extend.gpa_aligned", int(gpa % 256 == 0),
             st(Status.TDX_OPERAND_INVALID, RCX))
     gpa_valid(b, "mr.extend", gpa)
-    e = ctx.u.entry(gpa, 0)
+    e = entry_of(b, gpa, 0)
     b.check("mr.extend.leaf_present",
             And(walk_reaches(b, t, gpa, 0), S.sept_state[t, e] == _SS.SEPT_MAPPED),
             st(Status.TDX_EPT_ENTRY_NOT_PRESENT, RCX))
@@ -351,7 +355,7 @@ def tdg_mem_page_accept(ctx: Ctx, vp: int, gpa: int) -> Rule:
     """
     b = RuleBuilder(ctx)
     t = S.owner[S.tdvpr[vp]]
-    e = ctx.u.entry(gpa, 0)
+    e = entry_of(b, gpa, 0)
     b.check("guest.accept.walk", walk_reaches(b, t, gpa, 0),
             st(Status.TDX_EPT_WALK_FAILED, RCX))
     _entry_state(b, "guest.accept", "TDG.MEM.PAGE.ACCEPT", t, e)

@@ -71,15 +71,16 @@ def tdh_phymem_cache_wb(ctx: Ctx, resume: int) -> Rule:
     return b.done(*_write_back(ctx, snap))
 
 
-def reset_slot(fields: tuple[str, ...], slot: Expr, extra: int = 0) -> list[Effect]:
-    """Zero a dead TD or vCPU slot (a reclaimed control page is never read again)."""
+def reset_slot(fields: tuple[str, ...], slot: Expr, per: int | None = None) -> list[Effect]:
+    """Zero a dead TD or vCPU slot (a reclaimed control page is never read again); ``per``:
+    the fields have a second index of that many values (a TD's S-EPT entries, maybe none)."""
     out: list[Effect] = []
     for f in fields:
         view = getattr(S, f)
-        if extra:
-            out += [set_(view[slot, e], 0) for e in range(extra)]
-        else:
+        if per is None:
             out.append(set_(view[slot], 0))
+        else:
+            out += [set_(view[slot, e], 0) for e in range(per)]
     return out
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
-from .expr import TRUE, Expr, Operand, lift
+from .expr import TRUE, Const, Expr, Operand, lift
 from .state import Layout, Platform, Universe
 from .status import OperandId, Status
 
@@ -125,32 +125,45 @@ class Ctx:
 
 @dataclass
 class RuleBuilder:
-    """Collects checks in order; a check named in ``ctx.ablate`` is left out."""
+    """Collects checks in order; a check named in ``ctx.ablate`` is left out.
+
+    A check whose condition is a constant false (an operand the module refuses whatever the
+    state: a level beyond the S-EPT, a shared GPA) is the last step the module takes with
+    these operands: the builder is ``stopped`` there, later checks, faults and the success
+    effects are dropped, and helpers that would compute state cells from the operand (an
+    S-EPT entry that does not exist) skip it (``checks.entry_of``).
+    """
 
     ctx: Ctx
     steps: list[Step] = field(default_factory=list)
+    stopped: bool = False
 
     def check(
         self, name: str, ok: Operand, status: int, fail_effects: Sequence[Effect] = ()
     ) -> None:
-        if name in self.ctx.ablate:
+        if name in self.ctx.ablate or self.stopped:
             return
-        self.steps.append(Check(name, lift(ok), status, tuple(fail_effects)))
+        cond = lift(ok)
+        self.steps.append(Check(name, cond, status, tuple(fail_effects)))
+        if isinstance(cond, Const) and not cond.value:
+            self.stopped = True
 
     def fault(
         self, name: str, status: int, effects: Sequence[Effect] = (), cond: Operand = TRUE
     ) -> None:
-        self.steps.append(Fault(name, status, tuple(effects), lift(cond)))
+        if not self.stopped:
+            self.steps.append(Fault(name, status, tuple(effects), lift(cond)))
 
     def extend(self, other: Sequence[Step]) -> None:
         for s in other:
             if isinstance(s, Check):
                 self.check(s.name, s.ok, s.status, s.fail_effects)
-            else:
+            elif not self.stopped:
                 self.steps.append(s)
 
     def done(self, *effects: Effect, success: int = 0, enabled: Operand = TRUE) -> Rule:
-        return Rule(tuple(self.steps), tuple(effects), success, lift(enabled))
+        return Rule(tuple(self.steps), () if self.stopped else tuple(effects), success,
+                    lift(enabled))
 
 
 @dataclass(frozen=True)
@@ -174,6 +187,12 @@ class LeafDef:
 
 
 LEAVES: dict[str, LeafDef] = {}
+
+
+class OperandError(ValueError):
+    """Operands the model cannot follow the module with (only with a check ablated: the
+    check that refuses them is gone, and what comes after it needs state that does not
+    exist, such as an S-EPT level beyond the configured depth).  Bad input, not a bug."""
 
 
 def leaf(
@@ -204,6 +223,7 @@ __all__ = [
     "Effect",
     "Fault",
     "LeafDef",
+    "OperandError",
     "Rule",
     "RuleBuilder",
     "Step",

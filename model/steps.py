@@ -101,6 +101,13 @@ STEP_BY_NAME: dict[str, StepSig] = {s.name: s for s in STEPS}
 #: the untyped form: ``seamcall LEAF rcx=... rdx=... r8=... cpu=N``
 SEAMCALL_REGISTERS: tuple[str, ...] = ("rcx", "rdx", "r8")
 
+def hidden_object(rcx: str | int) -> str:
+    """The name of the struct a raw ``seamcall TDH.MNG.CREATE`` / ``TDH.VP.CREATE`` makes for
+    its RCX page: ``@P`` for page ``P``, ``@0`` for the NULL page (RCX 0 or absent).  ``@``
+    cannot start a user's name and a page name cannot be ``0``: no clash with anything."""
+    return f"@{rcx}"
+
+
 #: td_exit reasons (scenario-format.md §2) and the TD-exit status each stands for
 #: (tdx-reference.md §6.8, td_exit.c)
 TD_EXIT_REASONS: tuple[str, ...] = ("normal", "vcpu_fatal", "td_fatal")

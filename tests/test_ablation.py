@@ -46,9 +46,14 @@ def test_kvm_leans_on_the_freeid_check_but_never_on_vpflushdone_assoc() -> None:
 
 
 def test_counter_out_of_range_has_a_trace() -> None:
-    """An ablated rule can drive a counter out of range: reported with a rebuilt trace."""
-    r = run_ablation("any", "tiny", checks=["vp.enter.vcpu_state"])[0]
-    assert r["broken"] == {"state-encoding": 9}
+    """An ablated rule can drive a counter out of range: reported with a rebuilt trace.
+    VP.FLUSH without ``associated_here`` flushes a vCPU associated with no LP, and
+    ``num_assoc_vcpus`` drops below 0.  (VP.ENTER without ``vcpu_state`` no longer does:
+    re-entering a running vCPU needs its own LP, which runs the guest and makes no
+    SEAMCALL, or another LP, which ``not_associated_elsewhere`` refuses.)"""
+    r = run_ablation("any", "tiny", checks=["vp.flush.associated_here"])[0]
+    assert r["broken"] == {"assoc-count-matches": 6, "state-encoding": 6}
+    assert run_ablation("any", "tiny", checks=["vp.enter.vcpu_state"])[0]["broken"] == {}
 
 
 def test_a_write_to_the_null_page_breaks_the_encoding() -> None:

@@ -271,6 +271,11 @@ STAGES: dict[str, tuple[str | None, list[tuple[str, int, dict[str, Any]]]]] = {
 }
 
 
+#: the host's CPU while vp0 runs in the guest on cpu0 ("running"): an LP in the guest makes
+#: no SEAMCALL (model/checks.py lp_in_seam_root), so the host calls from the other one
+HOST = 1
+
+
 def at(stage: str, kind: str, cpu: int = 0, *, then: Sequence[Any] = (),
        poke: Sequence[tuple[str, Any, int]] = (), w: dict[str, Any] | None = None,
        **ops: Any) -> Callable[[], tuple[World, State, Action]]:
@@ -349,7 +354,7 @@ FAILS += [
          at("boot", CREATE, td="td0", tdr="tdr0", hkid=GLOBAL_KEYID), "global KeyID"),
     # EXPLICIT_PAGE(RCX, PT_NDA, exclusive): the lock (row 3) comes before the type (row 5)
     Fail(CREATE, "mng.create.tdr.lock", BUSY + OP.RCX,
-         at("running", CREATE, td="td1", tdr="tdr0", hkid=2), "TDR of a running TD"),
+         at("running", CREATE, HOST, td="td1", tdr="tdr0", hkid=2), "TDR of a running TD"),
     Fail(CREATE, "mng.create.tdr.pt", PMI + OP.RCX,
          at("inited", CREATE, td="td1", tdr="cs0", hkid=2)),
     Fail(CREATE, "mng.create.hkid_free", ST.TDX_HKID_NOT_FREE,
@@ -358,7 +363,7 @@ FAILS += [
 
 # ---- §6.2 TDH.MNG.KEY.CONFIG --------------------------------------------------------------
 FAILS += [
-    Fail(KEY_CONFIG, "mng.key_config.tdr.lock", BUSY + OP.RCX, at("running", KEY_CONFIG, **T0)),
+    Fail(KEY_CONFIG, "mng.key_config.tdr.lock", BUSY + OP.RCX, at("running", KEY_CONFIG, HOST, **T0)),
     Fail(KEY_CONFIG, "mng.key_config.tdr.pt", PMI + OP.RCX, at("created", KEY_CONFIG, tdr="nda")),
     Fail(KEY_CONFIG, "mng.key_config.not_fatal", TD_FATAL, at("fatal", KEY_CONFIG, **T0)),
     # "a repeat after all packages are done gives this, not KEY_CONFIGURED"
@@ -373,7 +378,7 @@ FAILS += [
 
 # ---- §6.3 TDH.MNG.ADDCX -------------------------------------------------------------------
 FAILS += [
-    Fail(ADDCX, "mng.addcx.tdr.lock", BUSY + OP.RDX, at("running", ADDCX, page="cs2", **T0)),
+    Fail(ADDCX, "mng.addcx.tdr.lock", BUSY + OP.RDX, at("running", ADDCX, HOST, page="cs2", **T0)),
     Fail(ADDCX, "mng.addcx.tdr.pt", PMI + OP.RDX, at("keyed", ADDCX, page="cs0", tdr="nda")),
     Fail(ADDCX, "mng.addcx.not_fatal", TD_FATAL, at("fatal", ADDCX, page="cs2", **T0)),
     Fail(ADDCX, "mng.addcx.keys_configured", KEYS_NOT_CONFIGURED,
@@ -391,7 +396,7 @@ FAILS += [
 
 # ---- §6.4 TDH.MNG.INIT --------------------------------------------------------------------
 FAILS += [
-    Fail(INIT, "mng.init.tdr.lock", BUSY + OP.RCX, at("running", INIT, **T0)),
+    Fail(INIT, "mng.init.tdr.lock", BUSY + OP.RCX, at("running", INIT, HOST, **T0)),
     Fail(INIT, "mng.init.tdr.pt", PMI + OP.RCX, at("tdcs", INIT, tdr="cs0")),
     *td_state_fails(INIT, "mng.init", T0, op_stage="inited", tdcs="cx1"),
 ]
@@ -405,7 +410,7 @@ for _leaf, _pre in ((MNG_RD, "mng.rd"), (MNG_WR, "mng.wr")):
 
 # ---- §6.10 TDH.MNG.VPFLUSHDONE ------------------------------------------------------------
 FAILS += [
-    Fail(VPFLUSHDONE, "mng.vpflushdone.tdr.lock", BUSY + OP.RCX, at("running", VPFLUSHDONE, **T0)),
+    Fail(VPFLUSHDONE, "mng.vpflushdone.tdr.lock", BUSY + OP.RCX, at("running", VPFLUSHDONE, HOST, **T0)),
     Fail(VPFLUSHDONE, "mng.vpflushdone.tdr.pt", PMI + OP.RCX,
          at("runnable", VPFLUSHDONE, tdr="cs0")),
     Fail(VPFLUSHDONE, "mng.vpflushdone.lifecycle", LIFECYCLE,
@@ -420,7 +425,7 @@ FAILS += [
 
 # ---- §6.12 TDH.MNG.KEY.FREEID -------------------------------------------------------------
 FAILS += [
-    Fail(FREEID, "mng.key_freeid.tdr.lock", BUSY + OP.RCX, at("running", FREEID, **T0)),
+    Fail(FREEID, "mng.key_freeid.tdr.lock", BUSY + OP.RCX, at("running", FREEID, HOST, **T0)),
     Fail(FREEID, "mng.key_freeid.tdr.pt", PMI + OP.RCX, at("wb1", FREEID, tdr="cs0")),
     Fail(FREEID, "mng.key_freeid.blocked", LIFECYCLE, at("runnable", FREEID, **T0),
          "TD_KEYS_CONFIGURED"),
@@ -450,7 +455,7 @@ FAILS += [
 # ---- §6.6 TDH.VP.ADDCX --------------------------------------------------------------------
 _va = {"page": "cx1", "tdvpr": "vpr0"}
 FAILS += [
-    Fail(VP_ADDCX, "vp.addcx.tdvpr.lock", BUSY + OP.RDX, at("running", VP_ADDCX, **_va),
+    Fail(VP_ADDCX, "vp.addcx.tdvpr.lock", BUSY + OP.RDX, at("running", VP_ADDCX, HOST, **_va),
          "vCPU running"),
     Fail(VP_ADDCX, "vp.addcx.tdvpr.pt", PMI + OP.RDX,
          at("vp_created", VP_ADDCX, page="cx0", tdvpr="cs0")),
@@ -473,7 +478,7 @@ FAILS += [
 # ---- §6.7 TDH.VP.INIT ---------------------------------------------------------------------
 _vi = {"tdvpr": "vpr0"}
 FAILS += [
-    Fail(VP_INIT, "vp.init.tdvpr.lock", BUSY + OP.RCX, at("running", VP_INIT, 0, **_vi)),
+    Fail(VP_INIT, "vp.init.tdvpr.lock", BUSY + OP.RCX, at("running", VP_INIT, HOST, **_vi)),
     Fail(VP_INIT, "vp.init.tdvpr.pt", PMI + OP.RCX, at("vp_cx", VP_INIT, tdvpr="cs0")),
     *td_state_fails(VP_INIT, "vp.init", _vi, op_stage="runnable", keys="vp_created_blocked",
                     tdcs="vp_cx", tdcs_poke=True),
@@ -500,7 +505,7 @@ FAILS += [
     Fail(VP_ENTER, "vp.enter.vcpu_state", ST.TDX_VCPU_STATE_INCORRECT,
          at("disabled", VP_ENTER, 0, **_vi), "DISABLED not allowed"),
     Fail(VP_ENTER, "vp.enter.vcpu_state", ST.TDX_VCPU_STATE_INCORRECT,
-         at("running", VP_ENTER, 0, **_vi), "ACTIVE"),
+         at("running", VP_ENTER, HOST, **_vi), "ACTIVE"),
     Fail(VP_ENTER, "vp.enter.not_associated_elsewhere", ST.TDX_VCPU_ASSOCIATED,
          at("runnable", VP_ENTER, 1, **_vi)),
 ]
@@ -508,7 +513,7 @@ FAILS += [
 # ---- §6.9 TDH.VP.FLUSH --------------------------------------------------------------------
 FAILS += [
     # "BUSY while the vCPU is running ... because VP.ENTER holds it shared"
-    Fail(VP_FLUSH, "vp.flush.tdvpr.lock", BUSY + OP.RCX, at("running", VP_FLUSH, 0, **_vi)),
+    Fail(VP_FLUSH, "vp.flush.tdvpr.lock", BUSY + OP.RCX, at("running", VP_FLUSH, HOST, **_vi)),
     Fail(VP_FLUSH, "vp.flush.tdvpr.pt", PMI + OP.RCX, at("runnable", VP_FLUSH, tdvpr="cs0")),
     Fail(VP_FLUSH, "vp.flush.keys_configured", KEYS_NOT_CONFIGURED,
          at("blocked", VP_FLUSH, 0, **_vi)),
@@ -531,7 +536,7 @@ for _leaf, _pre in ((VP_RD, "vp.rd"), (VP_WR, "vp.wr")):
         Fail(_leaf, f"{_pre}.vcpu_state", ST.TDX_VCPU_STATE_INCORRECT,
              at("vp_cx", _leaf, **_vi), "UNINITIALIZED"),
         Fail(_leaf, f"{_pre}.vcpu_state", ST.TDX_VCPU_STATE_INCORRECT,
-             at("running", _leaf, 0, **_vi), "ACTIVE"),
+             at("running", _leaf, HOST, **_vi), "ACTIVE"),
         Fail(_leaf, f"{_pre}.not_associated_elsewhere", ST.TDX_VCPU_ASSOCIATED,
              at("runnable", _leaf, 1, **_vi)),
     ]
@@ -564,9 +569,9 @@ FAILS += [
             then=[X(BLOCK, tdr="tdr0", gpa=0, level=1)]), "NL_BLOCKED"),
     # row 9a: EXPLICIT_PAGE(R8, NDA, excl): the lock (§3.1 row 3) before the type
     Fail(SEPT_ADD, "mem.sept_add.page.lock", BUSY + OP.R8,
-         at("running", SEPT_ADD, tdr="tdr0", gpa=0x200000, level=1, page="tdr0"), "TDR"),
+         at("running", SEPT_ADD, HOST, tdr="tdr0", gpa=0x200000, level=1, page="tdr0"), "TDR"),
     Fail(SEPT_ADD, "mem.sept_add.page.lock", BUSY + OP.R8,
-         at("running", SEPT_ADD, tdr="tdr0", gpa=0x200000, level=1, page="vpr0"), "TDVPR"),
+         at("running", SEPT_ADD, HOST, tdr="tdr0", gpa=0x200000, level=1, page="vpr0"), "TDVPR"),
     Fail(SEPT_ADD, "mem.sept_add.page.pt", PMI + OP.R8,
          at("inited", SEPT_ADD, tdr="tdr0", gpa=0, level=1, page="cs0")),
     # row 9b: an NL_MAPPED entry with allow_existing = 0
@@ -577,7 +582,7 @@ FAILS += [
 # ---- §6.18 TDH.MEM.PAGE.ADD ---------------------------------------------------------------
 _pa = {"tdr": "tdr0", "gpa": 0x1000, "page": "d1"}
 FAILS += [
-    Fail(PAGE_ADD, "mem.page_add.tdr.lock", BUSY + OP.RDX, at("running", PAGE_ADD, **_pa)),
+    Fail(PAGE_ADD, "mem.page_add.tdr.lock", BUSY + OP.RDX, at("running", PAGE_ADD, HOST, **_pa)),
     Fail(PAGE_ADD, "mem.page_add.tdr.pt", PMI + OP.RDX,
          at("septed", PAGE_ADD, tdr="cs0", gpa=0x1000, page="d1")),
     *td_state_fails(PAGE_ADD, "mem.page_add", _pa, op_stage="runnable", keys_variant="blocked"),
@@ -618,9 +623,9 @@ FAILS += [
          at("runnable", AUG, tdr="tdr0", gpa=0, page="d1"), "MAPPED"),
     # FREE_RANGE(R8) = EXPLICIT_PAGE(PT_NDA, exclusive): lock before type (§3.2, §3.1)
     Fail(AUG, "mem.page_aug.page.lock", BUSY + OP.R8,
-         at("running", AUG, tdr="tdr0", gpa=0x1000, page="tdr0"), "own TDR, vCPU running"),
+         at("running", AUG, HOST, tdr="tdr0", gpa=0x1000, page="tdr0"), "own TDR, vCPU running"),
     Fail(AUG, "mem.page_aug.page.lock", BUSY + OP.R8,
-         at("running", AUG, tdr="tdr0", gpa=0x1000, page="vpr0"), "TDVPR of running vCPU"),
+         at("running", AUG, HOST, tdr="tdr0", gpa=0x1000, page="vpr0"), "TDVPR of running vCPU"),
     Fail(AUG, "mem.page_aug.page.pt", PMI + OP.R8,
          at("runnable", AUG, tdr="tdr0", gpa=0x1000, page="cs0")),
 ]
@@ -643,8 +648,8 @@ FAILS += [
          at("runnable", BLOCK, **_bl, then=[X(BLOCK, **_bl)]), "BLOCKED"),
     Fail(BLOCK, "mem.range_block.not_blocked", ST.TDX_GPA_RANGE_ALREADY_BLOCKED + OP.RCX,
          at("runnable", BLOCK, tdr="tdr0", gpa=0x1000, level=0,
-            then=[X(AUG, tdr="tdr0", gpa=0x1000, page="d1"),
-                  X(BLOCK, tdr="tdr0", gpa=0x1000, level=0)]), "PENDING_BLOCKED"),
+            then=[X(AUG, HOST, tdr="tdr0", gpa=0x1000, page="d1"),
+                  X(BLOCK, HOST, tdr="tdr0", gpa=0x1000, level=0)]), "PENDING_BLOCKED"),
     Fail(BLOCK, "mem.range_block.not_blocked", ST.TDX_GPA_RANGE_ALREADY_BLOCKED + OP.RCX,
          at("runnable", BLOCK, tdr="tdr0", gpa=0, level=1,
             then=[X(BLOCK, tdr="tdr0", gpa=0, level=1)]), "NL_BLOCKED"),
@@ -658,7 +663,7 @@ FAILS += [
     *td_state_fails(TRACK, "mem.track", T0, op_stage="tdcs", keys_variant="blocked"),
     # vp0 entered in epoch E; TRACK -> E+1 passes; a second TRACK finds vp0 in E
     Fail(TRACK, "mem.track.previous_epoch_drained", ST.TDX_PREVIOUS_TLB_EPOCH_BUSY,
-         at("running", TRACK, **T0, then=[X(TRACK, **T0)])),
+         at("running", TRACK, HOST, **T0, then=[X(TRACK, HOST, **T0)])),
 ]
 
 # ---- §6.22 TDH.MEM.PAGE.REMOVE ------------------------------------------------------------
@@ -686,7 +691,7 @@ FAILS += [
          at("runnable", REMOVE, **_rm, then=[X(BLOCK, **_rm)]), "no TRACK"),
     # §7.6: a vCPU that entered in the blocking epoch still runs after TRACK
     Fail(REMOVE, "mem.page_remove.tlb_tracked", ST.TDX_TLB_TRACKING_NOT_DONE + OP.RCX,
-         at("running", REMOVE, **_rm, then=[X(BLOCK, **_rm), X(TRACK, **T0)]),
+         at("running", REMOVE, HOST, **_rm, then=[X(BLOCK, HOST, **_rm), X(TRACK, HOST, **T0)]),
          "vCPU still in the blocking epoch"),
 ]
 
@@ -739,7 +744,7 @@ FAILS += [
 _ex = {"tdr": "tdr0", "gpa": 0}
 _not_present = ST.TDX_EPT_ENTRY_NOT_PRESENT + OP.RCX
 FAILS += [
-    Fail(EXTEND, "mr.extend.tdr.lock", BUSY + OP.RDX, at("running", EXTEND, **_ex)),
+    Fail(EXTEND, "mr.extend.tdr.lock", BUSY + OP.RDX, at("running", EXTEND, HOST, **_ex)),
     Fail(EXTEND, "mr.extend.tdr.pt", PMI + OP.RDX, at("added", EXTEND, tdr="cs0", gpa=0)),
     *td_state_fails(EXTEND, "mr.extend", _ex, op_stage="runnable", keys_variant="blocked"),
     Fail(EXTEND, "mr.extend.gpa_aligned", INVALID + OP.RCX,
@@ -757,7 +762,7 @@ FAILS += [
 
 # ---- §6.26 TDH.MR.FINALIZE ----------------------------------------------------------------
 FAILS += [
-    Fail(FINALIZE, "mr.finalize.tdr.lock", BUSY + OP.RCX, at("running", FINALIZE, **T0)),
+    Fail(FINALIZE, "mr.finalize.tdr.lock", BUSY + OP.RCX, at("running", FINALIZE, HOST, **T0)),
     Fail(FINALIZE, "mr.finalize.tdr.pt", PMI + OP.RCX, at("added", FINALIZE, tdr="cs0")),
     *td_state_fails(FINALIZE, "mr.finalize", T0, op_stage="runnable", keys_variant="blocked"),
     Fail(FINALIZE, "mr.finalize.vcpus", ST.TDX_NO_VCPUS, at("inited", FINALIZE, **T0),
@@ -775,14 +780,14 @@ FAILS += [
          at("running", ACCEPT, vp="vp0", gpa=0x200000), "level-1 entry FREE"),
     Fail(ACCEPT, "guest.accept.walk", WALK_FAILED + OP.RCX,
          at("running", ACCEPT, vp="vp0", gpa=0x1000,
-            then=[X(AUG, tdr="tdr0", gpa=0x1000, page="d1"),
-                  X(BLOCK, tdr="tdr0", gpa=0, level=1)]), "level-1 entry NL_BLOCKED"),
+            then=[X(AUG, HOST, tdr="tdr0", gpa=0x1000, page="d1"),
+                  X(BLOCK, HOST, tdr="tdr0", gpa=0, level=1)]), "level-1 entry NL_BLOCKED"),
     Fail(ACCEPT, "guest.accept.entry_state", ENTRY_STATE + OP.RCX,
          at("running", ACCEPT, vp="vp0", gpa=0), "MAPPED"),
     Fail(ACCEPT, "guest.accept.entry_state", ENTRY_STATE + OP.RCX,
          at("running", ACCEPT, vp="vp0", gpa=0x1000,
-            then=[X(AUG, tdr="tdr0", gpa=0x1000, page="d1"),
-                  X(BLOCK, tdr="tdr0", gpa=0x1000, level=0)]), "PENDING_BLOCKED"),
+            then=[X(AUG, HOST, tdr="tdr0", gpa=0x1000, page="d1"),
+                  X(BLOCK, HOST, tdr="tdr0", gpa=0x1000, level=0)]), "PENDING_BLOCKED"),
 ]
 
 # ---- §6.11 TDH.PHYMEM.CACHE.WB ------------------------------------------------------------
@@ -810,9 +815,9 @@ FAILS += [
 
 # ---- §6.14 TDH.PHYMEM.PAGE.RECLAIM --------------------------------------------------------
 FAILS += [
-    Fail(RECLAIM, "phymem.page_reclaim.lock", BUSY + OP.RCX, at("running", RECLAIM, page="tdr0"),
+    Fail(RECLAIM, "phymem.page_reclaim.lock", BUSY + OP.RCX, at("running", RECLAIM, HOST, page="tdr0"),
          "TDR held by a running vCPU"),
-    Fail(RECLAIM, "phymem.page_reclaim.lock", BUSY + OP.RCX, at("running", RECLAIM, page="vpr0"),
+    Fail(RECLAIM, "phymem.page_reclaim.lock", BUSY + OP.RCX, at("running", RECLAIM, HOST, page="vpr0"),
          "TDVPR of a running vCPU"),
     Fail(RECLAIM, "phymem.page_reclaim.pt", PMI + OP.RCX, at("teardown", RECLAIM, page="nda"),
          "PT_NDA"),
@@ -1047,9 +1052,9 @@ OKS: list[Ok] = [
              ("refcount1", "td0", 0))),
     # §6.16: metadata access changes nothing modelled; the TDR is only taken shared
     Ok(MNG_RD, at("inited", MNG_RD, **T0), {}),
-    Ok(MNG_RD, at("running", MNG_RD, **T0), {}, "vCPU running (TDR shared)"),
+    Ok(MNG_RD, at("running", MNG_RD, HOST, **T0), {}, "vCPU running (TDR shared)"),
     Ok(MNG_WR, at("inited", MNG_WR, **T0), {}),
-    Ok(MNG_WR, at("running", MNG_WR, **T0), {}, "vCPU running (TDR shared)"),
+    Ok(MNG_WR, at("running", MNG_WR, HOST, **T0), {}, "vCPU running (TDR shared)"),
     # §6.10: wbinvd_bitmap := all packages, LC BLOCKED, KOT FLUSHED
     Ok(VPFLUSHDONE, at("flushed", VPFLUSHDONE, **T0),
        {"hkid1.kot_wbinvd": ("{}", "{pkg0,pkg1}"),
@@ -1110,7 +1115,7 @@ OKS: list[Ok] = [
     Ok(SEPT_ADD, at("inited", SEPT_ADD, tdr="tdr0", gpa=0, level=1, page="sept0"),
        {e(0, 1, "state"): ("SEPT_FREE", "SEPT_NL_MAPPED"), e(0, 1, "page"): ("-", "sept0"),
         **chld(2, 3), **given("sept0", "PT_EPT")}, "INITIALIZED"),
-    Ok(SEPT_ADD, at("running", SEPT_ADD, **_sa),
+    Ok(SEPT_ADD, at("running", SEPT_ADD, HOST, **_sa),
        {e(0x200000, 1, "state"): ("SEPT_FREE", "SEPT_NL_MAPPED"),
         e(0x200000, 1, "page"): ("-", "sept1"), **chld(6, 7), **given("sept1", "PT_EPT")},
        "RUNNABLE, vCPU running"),
@@ -1119,7 +1124,7 @@ OKS: list[Ok] = [
        {e(0, 0, "state"): ("SEPT_FREE", "SEPT_MAPPED"), e(0, 0, "page"): ("-", "d0"),
         **chld(5, 6), **given("d0", "PT_REG")}),
     # §6.19: entry PENDING -> page, chldcnt + 1, PAMT REG (TDR only shared: vCPU may run)
-    Ok(AUG, at("running", AUG, **_au),
+    Ok(AUG, at("running", AUG, HOST, **_au),
        {e(0x1000, 0, "state"): ("SEPT_FREE", "SEPT_PENDING"), e(0x1000, 0, "page"): ("-", "d1"),
         **chld(6, 7), **given("d1", "PT_REG")}, "vCPU running"),
     Ok(AUG, at("septed", AUG, **_au),
@@ -1151,7 +1156,7 @@ OKS: list[Ok] = [
        {e(0, 0, "state"): ("SEPT_BLOCKED", "SEPT_FREE"), e(0, 0, "page"): ("d0", "-"),
         **chld(6, 5), **released("d0", "PT_REG"), "page d0.bepoch_age": ("1", "0")},
        "RUNNABLE: blocked and tracked"),
-    Ok(REMOVE, at("running", REMOVE, **_rm, then=[X(BLOCK, **_rm), X(TRACK, **T0),
+    Ok(REMOVE, at("running", REMOVE, HOST, **_rm, then=[X(BLOCK, HOST, **_rm), X(TRACK, HOST, **T0),
                                                   X("td_exit", vp="vp0", reason="normal")]),
        {e(0, 0, "state"): ("SEPT_BLOCKED", "SEPT_FREE"), e(0, 0, "page"): ("d0", "-"),
         **chld(6, 5), **released("d0", "PT_REG"), "page d0.bepoch_age": ("1", "0")},
@@ -1193,7 +1198,7 @@ OKS: list[Ok] = [
     Ok(FINALIZE, at("added", FINALIZE, **T0),
        {"td0.op_state": ("OP_STATE_INITIALIZED", "OP_STATE_RUNNABLE")}),
     # §5 guest row: PENDING -> MAPPED
-    Ok(ACCEPT, at("running", ACCEPT, vp="vp0", gpa=0x1000, then=[X(AUG, **_au)]),
+    Ok(ACCEPT, at("running", ACCEPT, vp="vp0", gpa=0x1000, then=[X(AUG, HOST, **_au)]),
        {e(0x1000, 0, "state"): ("SEPT_PENDING", "SEPT_MAPPED")}),
     # §6.11: completed run clears this package's bit for every snapshotted HKID and (scenario-format.md §3)
     # those HKIDs' lines on this package
@@ -1865,7 +1870,7 @@ def test_omitted_reference_checks_are_documented(om: Omitted) -> None:
 # ---- behaviour once missing from the model (found by these tests, now modelled) -----------
 @pytest.mark.parametrize("page", ["tdr0", "vpr0"])
 def test_sept_add_locks_the_new_page_before_checking_its_type(page: str) -> None:
-    w, s, a = at("running", SEPT_ADD, tdr="tdr0", gpa=0x200000, level=1, page=page)()
+    w, s, a = at("running", SEPT_ADD, HOST, tdr="tdr0", gpa=0x200000, level=1, page=page)()
     r = w.E.step(s, a)
     assert r.status == BUSY + OP.R8
     assert r.state == s
@@ -1895,3 +1900,55 @@ def test_mr_extend_unaligned_chunk_is_operand_invalid() -> None:
     r = w.E.step(s, a)
     assert r.status == INVALID + OP.RCX
     assert r.state == s
+
+
+# =========================================================================================
+# An LP in the guest makes no SEAMCALL (model/checks.py lp_in_seam_root)
+# =========================================================================================
+# one call of every SEAMCALL leaf, operands as in a plausible host program
+_EVERY_SEAMCALL = {
+    CREATE: {"td": "td1", "tdr": "tdr1", "hkid": 2}, KEY_CONFIG: T0,
+    ADDCX: {"page": "cs2", **T0}, INIT: T0, MNG_RD: T0, MNG_WR: T0, VPFLUSHDONE: T0,
+    FREEID: T0, VP_CREATE: {"vp": "vp1", "tdvpr": "vpr1", "tdr": "tdr0"},
+    VP_ADDCX: {"page": "cx1", "tdvpr": "vpr0"}, VP_INIT: {"tdvpr": "vpr0"},
+    VP_ENTER: {"tdvpr": "vpr0"}, VP_FLUSH: {"tdvpr": "vpr0"}, VP_RD: {"tdvpr": "vpr0"},
+    VP_WR: {"tdvpr": "vpr0"},
+    SEPT_ADD: {"tdr": "tdr0", "gpa": 0x200000, "level": 1, "page": "sept1"},
+    PAGE_ADD: {"tdr": "tdr0", "gpa": 0x1000, "page": "d1"},
+    AUG: {"tdr": "tdr0", "gpa": 0x1000, "page": "d1"},
+    BLOCK: {"tdr": "tdr0", "gpa": 0, "level": 0}, TRACK: T0,
+    REMOVE: {"tdr": "tdr0", "gpa": 0, "level": 0},
+    UNBLOCK: {"tdr": "tdr0", "gpa": 0, "level": 0},
+    SEPT_REMOVE: {"tdr": "tdr0", "gpa": 0, "level": 1},
+    EXTEND: {"tdr": "tdr0", "gpa": 0}, FINALIZE: T0, CACHE_WB: {"resume": 0},
+    RECLAIM: {"page": "d1"}, WBINVD: {"page": "d1", "keyid": 1},
+}
+
+
+@pytest.mark.parametrize("leaf", [lf for lf in ALL_LEAVES if lf != ACCEPT])
+def test_no_seamcall_from_an_lp_in_the_guest(leaf: str) -> None:
+    """vp0 runs in the guest on cpu0: every SEAMCALL on cpu0 is not enabled (no state change,
+    no status), the same call on cpu1 is a real SEAMCALL that returns a status."""
+    w = world()
+    s = w.at("running")
+    r0 = w.E.step(s, w.a(leaf, 0, **_EVERY_SEAMCALL[leaf]))
+    assert r0.status == NOT_ENABLED and r0.state == s
+    r1 = w.E.step(s, w.a(leaf, HOST, **_EVERY_SEAMCALL[leaf]))
+    assert r1.status is not None and r1.status != NOT_ENABLED
+    # host and guest actions are not SEAMCALLs: the guest exits, the kernel frees a page
+    assert w.E.step(s, w.a("td_exit", vp="vp0", reason="normal")).status != NOT_ENABLED
+    assert w.E.step(s, w.a("page_free", page="nda")).status != NOT_ENABLED
+
+
+def test_one_vcpu_at_a_time_on_an_lp() -> None:
+    """td1's vp2 runs on cpu1; td0's vp0 may enter on cpu0 but never on cpu1 (it is
+    associated with cpu0 anyway, so try a vCPU associated with cpu1: vp2 again, after exit)."""
+    w = world()
+    s = w.at("septed_td1run")  # vp2 (td1) in the guest on cpu1
+    s = w.seq(s, [X(FINALIZE, tdr="tdr0")])
+    # vp0 is associated with cpu0 (VP.INIT there): it enters there while vp2 runs on cpu1
+    both = w.seq(s, [X(VP_ENTER, 0, tdvpr="vpr0")])
+    assert w.get(both, "in_guest", "vp0") == 1 and w.get(both, "in_guest", "vp2") == 1
+    # nothing can enter on an LP that runs a guest, not even a vCPU whose checks would pass
+    assert w.E.step(both, w.a(VP_ENTER, 1, tdvpr="vpr0")).status == NOT_ENABLED
+    assert w.E.step(both, w.a(VP_ENTER, 0, tdvpr="vpr2")).status == NOT_ENABLED

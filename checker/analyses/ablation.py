@@ -22,6 +22,7 @@ from typing import Any
 from tdxcheck.checker.explore.bfs import Limits, explore
 from tdxcheck.checker.explore.programs import AnyHost, any_host_actions, make_config
 from tdxcheck.checker.explore.symmetry import Symmetry
+from tdxcheck.checker.scenario import InputError
 from tdxcheck.model.actions import rule_of
 from tdxcheck.model.rule import Check, Ctx
 from tdxcheck.model.state import Layout, Universe
@@ -42,7 +43,7 @@ def check_names(u: Universe) -> list[str]:
 
 
 def _explore_any(config_name: str, check: str, limits: Limits,
-                 overrides: dict[str, str]) -> Any:
+                 overrides: Any) -> Any:
     prog = AnyHost(make_config(config_name, overrides).universe(), ablate=[check])
     return explore(prog, limits, stop_at_first=False,
                    canon=Symmetry(prog.engine.layout).canonical)
@@ -57,7 +58,7 @@ def _explore_kvm(config_name: str, check: str, limits: Limits, faults: bool) -> 
 
 def run_ablation(host: str = "any", config_name: str = "tiny", *,
                  checks: Sequence[str] | None = None, faults: bool = True,
-                 limits: Limits | None = None, overrides: dict[str, str] | None = None,
+                 limits: Limits | None = None, overrides: Any = None,
                  progress: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
     """One row per module check: ``{"check", "broken": {invariant: shortest length},
     "invariant", "length" (the shortest of them, or None), "verdict", "states",
@@ -65,8 +66,8 @@ def run_ablation(host: str = "any", config_name: str = "tiny", *,
     invariant; ``faults`` lets the module fail where the environment can make it).
     ``overrides`` are ``key=value`` config overrides for ``--host any``."""
     if host not in ("any", "kvm"):
-        raise ValueError(f"unknown host {host!r} (have: any, kvm)")
-    overrides = dict(overrides or {})
+        raise InputError(f"unknown host {host!r} (have: any, kvm)")
+    overrides = overrides or []  # key=value pairs (or a dict): make_config validates them
     limits = limits or Limits()
     if host == "any":
         u = make_config(config_name, overrides).universe()
@@ -74,7 +75,7 @@ def run_ablation(host: str = "any", config_name: str = "tiny", *,
         from tdxcheck.checker.kvm import kvm_config
 
         if overrides:
-            raise ValueError("key=value overrides apply to --host any; --host kvm has named "
+            raise InputError("key=value overrides apply to --host any; --host kvm has named "
                              "configurations")
         u = kvm_config(config_name).universe()
     names = list(checks) if checks is not None else check_names(u)

@@ -83,6 +83,7 @@ from .structures import (
     OP_UNINITIALIZED,
     PT_EPT,
     PT_REG,
+    PT_RSVD,
     PT_TDCX,
     PT_TDR,
     PT_TDVPR,
@@ -127,7 +128,9 @@ class Machine(Platform, MngLeaves, VpLeaves, PhymemLeaves, MemLeaves):
         keyid_shift)."""
         super().__init__(config, **platform)
         # module
-        self.pamt: dict[int, PamtEntry] = {}
+        # PA 0 (the NULL page a raw SEAMCALL passes for a missing page operand) is no page the
+        # module hands out: reserved, as the model's NULL page (model/state.py)
+        self.pamt: dict[int, PamtEntry] = {0: PamtEntry(pt=PT_RSVD)}
         self.kot: list[KotEntry] = [KotEntry() for _ in range(self.global_keyid + 1)]
         self.kot[self.global_keyid].state = KOT_RESERVED
         self.wbt: list[Wbt] = [Wbt() for _ in range(self.packages)]
@@ -299,6 +302,16 @@ class Machine(Platform, MngLeaves, VpLeaves, PhymemLeaves, MemLeaves):
         vp = self.tdvpss.get(tdvpr)
         return (vp is not None and vp.in_guest
                 and self.pamt_entry(tdvpr).pt == PT_TDVPR)
+
+    def guest_on(self, cpu: int) -> int | None:
+        """The TDVPR of the vCPU running in the guest on logical CPU ``cpu``, if any: that
+        LP is in SEAM non-root mode (TDH.VP.ENTER to its TD exit, M15 ``tdh_vp_enter.c``,
+        ``td_exit.c``), so it runs no host code and issues no SEAMCALL."""
+        for pa in sorted(self.tdvpss):
+            vp = self.tdvpss[pa]
+            if vp.in_guest and vp.assoc_lp == cpu:
+                return pa
+        return None
 
     def _guest_writes(self, tdr_pa: int, cpu: int) -> None:
         """While it ran, the guest wrote to its mapped private pages under its HKID."""

@@ -39,9 +39,13 @@ from .structures import (
 class MemLeaves:
     """The S-EPT and measurement leaves (TDH.MEM.*, TDH.MR.*).  Mixed into ``Machine`` (``machine.py``), whose plumbing they use."""
 
-    def _sept_entry_locked(self, tdcs: Tdcs, gpa: int, level: int, tree: bool) -> tuple[SeptPage, int, int]:
+    def _sept_entry_locked(self, tdcs: Tdcs, gpa: int, level: int, tree: bool,
+                           prefix: str) -> tuple[SeptPage, int, int]:
         """SEPT_WALK (§3.5) with the tree lock (a fault point), the walk, then the entry lock
-        (a fault point).  Returns (page, index, state)."""
+        (a fault point).  Returns (page, index, state).  ``check_gpa_validity`` comes first,
+        before the tree lock (§3.5 row 1, M15 ``lock_sept_check_and_walk_internal``)."""
+        self._check(f"{prefix}.gpa_valid", self._gpa_valid(gpa),
+                    st(Status.TDX_OPERAND_INVALID, OperandId.RCX))
         if tree:
             self._fault_point(st(Status.TDX_OPERAND_BUSY, OperandId.SEPT_TREE))
         lvl, page, idx = self._walk(tdcs, gpa, level)
@@ -53,8 +57,15 @@ class MemLeaves:
 
     def _gpa_level(self, rcx: int) -> tuple[int, int]:
         """``page_info_api_input_t``: bits 2:0 level, 51:12 GPA; reserved bits 11:3 are read as
-        part of the level, so any non-zero value there fails the level check."""
-        return rcx & 0x000FFFFFFFFFF000, rcx & 0xFFF
+        part of the level, so any non-zero value there fails the level check, and reserved
+        bits 63:52 stay in the GPA, so any non-zero value there fails the GPA check."""
+        return rcx & ~0xFFF, rcx & 0xFFF
+
+    def _gpa_valid(self, gpa: int) -> bool:
+        """``check_gpa_validity`` (§3.5 row 1): the shared bit (GPAW - 1) clear and no bit at
+        or above GPAW: GPAW is 52 with a 5-level S-EPT, else 48."""
+        gpaw = 52 if self.pwl >= 4 else 48
+        return 0 <= gpa < 1 << (gpaw - 1)
 
     def _mem_sept_add(self, cpu: int, rcx: int, rdx: int, r8: int, out: dict[str, int]) -> None:
         """TDH.MEM.SEPT.ADD (leaf 3), §6.17, M15 ``tdh_mem_sept_add.c`` (v0, allow_existing=0)."""
@@ -65,7 +76,7 @@ class MemLeaves:
         tdcs = self._td_state(tdr, 3, "mem.sept_add")
         self._check("mem.sept_add.level", self._level_ok(gpa, level, 1, self.pwl),
                     st(Status.TDX_OPERAND_INVALID, OperandId.RCX))
-        page, idx, state = self._sept_entry_locked(tdcs, gpa, level, True)
+        page, idx, state = self._sept_entry_locked(tdcs, gpa, level, True, "mem.sept_add")
         self._check("mem.sept_add.entry_state", state in SEPT_ALLOWED[3],
                     st(Status.TDX_EPT_ENTRY_STATE_INCORRECT, OperandId.RCX))
         if state == SEPT_NL_MAPPED:  # exists, and allow_existing = 0
@@ -91,7 +102,7 @@ class MemLeaves:
         tdcs = self._td_state(tdr, 2, "mem.page_add")
         self._check("mem.page_add.level", self._level_ok(gpa, level, 0, 0),
                     st(Status.TDX_OPERAND_INVALID, OperandId.RCX))
-        page, idx, state = self._sept_entry_locked(tdcs, gpa, 0, False)
+        page, idx, state = self._sept_entry_locked(tdcs, gpa, 0, False, "mem.page_add")
         self._check("mem.page_add.entry_free", state in SEPT_ALLOWED[2],
                     st(Status.TDX_EPT_ENTRY_STATE_INCORRECT, OperandId.RCX))
         e = self._explicit_page("mem.page_add.target_page", target, OperandId.R8, PT_NDA, True)
@@ -114,7 +125,7 @@ class MemLeaves:
         tdcs = self._td_state(tdr, 6, "mem.page_aug")
         self._check("mem.page_aug.level", self._level_ok(gpa, level, 0, 0),
                     st(Status.TDX_OPERAND_INVALID, OperandId.RCX))
-        page, idx, state = self._sept_entry_locked(tdcs, gpa, 0, True)
+        page, idx, state = self._sept_entry_locked(tdcs, gpa, 0, True, "mem.page_aug")
         self._check("mem.page_aug.entry_state", state in SEPT_ALLOWED[6],
                     st(Status.TDX_EPT_ENTRY_STATE_INCORRECT, OperandId.RCX))
         e = self._explicit_page("mem.page_aug.target_page", target, OperandId.R8, PT_NDA, True)
@@ -134,7 +145,7 @@ class MemLeaves:
         tdcs = self._td_state(tdr, 7, "mem.range_block")
         self._check("mem.range_block.level", self._level_ok(gpa, level, 0, self.pwl),
                     st(Status.TDX_OPERAND_INVALID, OperandId.RCX))
-        page, idx, state = self._sept_entry_locked(tdcs, gpa, level, True)
+        page, idx, state = self._sept_entry_locked(tdcs, gpa, level, True, "mem.range_block")
         if state in SEPT_ANY_BLOCKED:
             raise SeamcallFailed(st(Status.TDX_GPA_RANGE_ALREADY_BLOCKED, OperandId.RCX))
         self._check("mem.range_block.entry_state", state in SEPT_ALLOWED[7],
@@ -154,7 +165,7 @@ class MemLeaves:
         tdcs = self._td_state(tdr, 39, "mem.range_unblock")
         self._check("mem.range_unblock.level", self._level_ok(gpa, level, 0, self.pwl),
                     st(Status.TDX_OPERAND_INVALID, OperandId.RCX))
-        page, idx, state = self._sept_entry_locked(tdcs, gpa, level, True)
+        page, idx, state = self._sept_entry_locked(tdcs, gpa, level, True, "mem.range_unblock")
         self._check("mem.range_unblock.entry_state", state in SEPT_ALLOWED[39],
                     st(Status.TDX_EPT_ENTRY_STATE_INCORRECT, OperandId.RCX))
         ent = page.entries[idx]
@@ -189,7 +200,7 @@ class MemLeaves:
         tdcs = self._td_state(tdr, 29, "mem.page_remove")
         self._check("mem.page_remove.level", self._level_ok(gpa, level, 0, min(2, self.pwl)),
                     st(Status.TDX_OPERAND_INVALID, OperandId.RCX))
-        page, idx, state = self._sept_entry_locked(tdcs, gpa, level, True)
+        page, idx, state = self._sept_entry_locked(tdcs, gpa, level, True, "mem.page_remove")
         self._check("mem.page_remove.entry_state",
                     state in SEPT_LEAF and state in SEPT_ALLOWED[29],
                     st(Status.TDX_EPT_ENTRY_STATE_INCORRECT, OperandId.RCX))
@@ -218,7 +229,7 @@ class MemLeaves:
         tdcs = self._td_state(tdr, 30, "mem.sept_remove")
         self._check("mem.sept_remove.level", self._level_ok(gpa, level, 1, self.pwl),
                     st(Status.TDX_OPERAND_INVALID, OperandId.RCX))
-        page, idx, state = self._sept_entry_locked(tdcs, gpa, level, True)
+        page, idx, state = self._sept_entry_locked(tdcs, gpa, level, True, "mem.sept_remove")
         self._check("mem.sept_remove.entry_state", state in SEPT_ALLOWED[30],
                     st(Status.TDX_EPT_ENTRY_STATE_INCORRECT, OperandId.RCX))
         ent = page.entries[idx]
@@ -246,6 +257,8 @@ class MemLeaves:
         tdr = self.tdrs[tdr_pa]
         tdcs = self._td_state(tdr, 16, "mr.extend")
         self._check("mr.extend.gpa_aligned", gpa % 256 == 0,
+                    st(Status.TDX_OPERAND_INVALID, OperandId.RCX))
+        self._check("mr.extend.gpa_valid", self._gpa_valid(gpa),
                     st(Status.TDX_OPERAND_INVALID, OperandId.RCX))
         _, page, idx = self._walk(tdcs, gpa, 0)
         state = self._entry_state(page, idx)

@@ -39,6 +39,10 @@ class Consequence:
     expected: bytes | None = None
     found: bytes | None = None
     count: int = 1
+    # latent damage (``latent-*`` kinds, found at the end of a run): where it sits
+    page: str | None = None
+    keyid: int | None = None
+    package: int | None = None
 
 
 # --------------------------------------------------------------------------- bytes and keys

@@ -10,7 +10,8 @@ step of ``tdxcheck.model.steps.STEPS`` (or ``"seamcall"``) on it:
   ``td.tdr = page`` on ``tdh_mng_create``, ``td.tdcs += page`` on ``tdh_mng_addcx``,
   ``vp.tdvpr = page`` (and ``vp`` belongs to ``td``) on ``tdh_vp_create``, ``vp.tdcx += page``
   on ``tdh_vp_addcx`` - even when the SEAMCALL fails.  A raw ``seamcall TDH.MNG.CREATE rcx=P``
-  makes a hidden td ``@P`` and a raw ``TDH.VP.CREATE rcx=P rdx=T`` a hidden vp ``@P`` (of the
+  makes a hidden td ``@P`` and a raw ``TDH.VP.CREATE rcx=P rdx=T`` a hidden vp ``@P`` (``@0``
+  for RCX 0, the NULL page: ``model.steps.hidden_object``) (of the
   first td whose TDR is ``T``), as the parser does; a later raw create keeps the first binding.
 * Each page name gets a physical address on first use (in order of first use, 4 KiB apart).
 
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tdxcheck.model.status import parse_status, status_name
-from tdxcheck.model.steps import STEP_BY_NAME, TD_EXIT_REASONS
+from tdxcheck.model.steps import STEP_BY_NAME, TD_EXIT_REASONS, hidden_object
 
 from .machine import Machine
 from .platform import Consequence
@@ -49,6 +50,7 @@ from .structures import (
     DEFAULT_CONFIG,
     KOT_ASSIGNED,
     KOT_FLUSHED,
+    KOT_FREE,
     LEAF,
     LINE,
     PAGE_SIZE,
@@ -105,6 +107,7 @@ class Executor:
         self.pages: dict[str, Page] = {}
         self.tds: dict[str, TdxTd] = {}
         self.vps: dict[str, TdxVp] = {}
+        self.bound: set[str] = set()  # hidden objects a raw create has bound
         self.vp_td: dict[str, str | None] = {}
         self.hkid_pool: dict[int, int] = {h: 0 for h in range(1, cfg["hkids"])}
         self.page_allocated: dict[str, int] = {}
@@ -152,6 +155,13 @@ class Executor:
             raise StepNotEnabled(f"td {name} has no TDR page (no tdh_mng_create yet)")
         return td
 
+    def _vp_name(self, tdvpr: int) -> str:
+        """The scenario name of the vp whose TDVPR is at ``tdvpr`` (its PA if unnamed)."""
+        for n, vp in self.vps.items():
+            if vp.tdvpr_page is not None and vp.tdvpr_page.pa == tdvpr:
+                return n
+        return f"0x{tdvpr:x}"
+
     def _bound_vp(self, name: str) -> TdxVp:
         vp = self.vps.get(name)
         if vp is None or vp.tdvpr_page is None:
@@ -178,11 +188,17 @@ class Executor:
         self.host.cpu = cpu
         self.host.fault = parse_status(fault) if fault else None
         try:
+            sig = STEP_BY_NAME.get(name)
+            if name != "seamcall" and sig is None:
+                raise ValueError(f"unknown step {name!r}")
+            if name == "seamcall" or sig.is_seamcall:
+                running = self.machine.guest_on(cpu)
+                if running is not None:
+                    raise StepNotEnabled(
+                        f"cpu{cpu} is running vCPU {self._vp_name(running)} in the guest: an LP "
+                        "in the guest makes no SEAMCALL (cannot happen on hardware)")
             if name == "seamcall":
                 return self._raw(ops, cpu)
-            sig = STEP_BY_NAME.get(name)
-            if sig is None:
-                raise ValueError(f"unknown step {name!r}")
             handler: Callable[[dict[str, Any], int], ExecStep] = getattr(self, "_s_" + name)
             return handler(ops, cpu)
         finally:
@@ -196,18 +212,21 @@ class Executor:
         for r in ("rcx", "rdx", "r8"):
             v = ops.get(r, 0)
             regs[r] = self._page(v).pa if isinstance(v, str) else int(v)
-        rcx = ops.get("rcx")
-        if isinstance(rcx, str):  # hidden objects, as the parser makes them
-            hidden = "@" + rcx
-            if leaf == "TDH.MNG.CREATE" and hidden not in self.tds:
-                self._new_td(hidden).tdr_page = self.pages[rcx]
-            elif leaf == "TDH.VP.CREATE" and hidden not in self.vps:
-                self._new_vp(hidden).tdvpr_page = self.pages[rcx]
-                rdx = ops.get("rdx")
-                self.vp_td[hidden] = next(
-                    (t for t, td in self.tds.items()
-                     if isinstance(rdx, str) and td.tdr_page is not None
-                     and td.tdr_page.name == rdx), None)
+        rcx = ops.get("rcx", 0)
+        hidden = hidden_object(rcx)  # hidden objects, as the parser makes them
+        page = self.pages[rcx] if isinstance(rcx, str) else None  # None: the NULL page
+        # the first raw create binds (the struct may exist, unbound, from the universe's names)
+        if leaf == "TDH.MNG.CREATE" and hidden not in self.bound:
+            self.bound.add(hidden)
+            self._new_td(hidden).tdr_page = page
+        elif leaf == "TDH.VP.CREATE" and hidden not in self.bound:
+            self.bound.add(hidden)
+            self._new_vp(hidden).tdvpr_page = page
+            rdx = ops.get("rdx")
+            self.vp_td[hidden] = next(
+                (t for t, td in self.tds.items()
+                 if isinstance(rdx, str) and td.tdr_page is not None
+                 and td.tdr_page.name == rdx), None)
         status, out = self.host.seamcall(LEAF[leaf], regs["rcx"], regs["rdx"], regs["r8"])
         return ExecStep(status, dict(out))
 
@@ -439,12 +458,66 @@ class Executor:
                                                   f"(state {m.kot[h].state})")
 
     def finish(self) -> None:
-        """End of run: every cache line is evicted (written back if dirty; stale lines show
-        their damage now), then leaks are reported if ``check_no_leak`` ran."""
+        """End of run: first the latent damage the caches and memory hold now
+        (``latent_damage``), then every cache line is evicted (written back if dirty; stale
+        lines show their damage now), then leaks are reported if ``check_no_leak`` ran."""
         self.machine.step_index = self.steps_done
+        self.machine.consequences.extend(self.latent_damage())
         self.machine.evict_all()
         if self.no_leak_checked:
             self._report_leaks()
+
+    def latent_damage(self) -> list[Consequence]:
+        """What the machine holds at the end of the run that will hurt later, read from its own
+        caches, memory and module structures (no model): per page, KeyID and package, with the
+        number of dirty lines.
+
+        * ``latent-corrupted-host-data``: a page the kernel allocator holds (freed, or never
+          given to the TDX code) has dirty lines under a private KeyID: their write-back will
+          overwrite what the kernel writes there;
+        * ``latent-module-page-in-allocator``: a page the module owns (PAMT type not NDA) is
+          back in the kernel allocator: the kernel may hand it out while the module uses it;
+        * ``latent-hkid-reuse``: a private HKID the module's KOT has free still has dirty
+          lines under its old key: the next TD to get it loses them (while the KOT does not
+          have it free, the module refuses to give it out: no byte-level effect);
+        * ``latent-corrupted-td-data``: a page the module owns has dirty KeyID-0 lines: their
+          write-back will overwrite the TD's (or the module's) data."""
+        m = self.machine
+        out: list[Consequence] = []
+        step = self.steps_done
+        by_pa = {pg.pa: n for n, pg in self.pages.items()}
+        counts: dict[tuple[int, int, int], int] = {}
+        for pkg, line, keyid in m.dirty_lines():
+            pa = line & ~0xFFF
+            counts[(pa, keyid, pkg)] = counts.get((pa, keyid, pkg), 0) + 1
+        private = range(1, m.global_keyid + 1)
+        for (pa, keyid, pkg), n in sorted(counts.items()):
+            name = by_pa.get(pa, f"0x{pa:x}")
+            owned = m.pamt_entry(pa).pt not in (PT_NDA, PT_RSVD)
+            where = f"page {name}: {n} dirty line(s) under KeyID {keyid} on package {pkg}"
+            if keyid in private and not owned and not self.page_allocated.get(name, 0):
+                out.append(Consequence(
+                    "latent-corrupted-host-data", step, f"{where}, and the kernel holds the "
+                    "page: their write-back will overwrite what the kernel writes there",
+                    page=name, keyid=keyid, package=pkg, count=n))
+            elif keyid == 0 and owned:
+                out.append(Consequence(
+                    "latent-corrupted-td-data", step, f"{where}, and the module owns the page: "
+                    "their write-back will overwrite the TD's data", page=name, keyid=0,
+                    package=pkg, count=n))
+            if keyid in range(1, m.global_keyid) and m.kot[keyid].state == KOT_FREE:
+                out.append(Consequence(
+                    "latent-hkid-reuse", step, f"{where}, and the module's KOT has HKID "
+                    f"{keyid} free: the next TD to get it loses these lines", page=name,
+                    keyid=keyid, package=pkg, count=n))
+        for n, pg in sorted(self.pages.items()):
+            pt = m.pamt_entry(pg.pa).pt
+            if pt not in (PT_NDA, PT_RSVD) and not self.page_allocated[n]:
+                out.append(Consequence(
+                    "latent-module-page-in-allocator", step, f"page {n}: the module owns it "
+                    f"(PAMT type {pt}) and the kernel allocator has it back: the kernel may hand "
+                    "it out while the module uses it", page=n))
+        return out
 
     # ------------------------------------------------------------------ projections
 

@@ -110,6 +110,9 @@ class VpLeaves:
                     st(Status.TDX_TDCX_NUM_INCORRECT))
         self._check_and_associate(vp, tdcs, cpu, False, "vp.enter")
         self._fault_point(st(Status.TDX_OPERAND_BUSY, OperandId.TD_EPOCH))
+        # the 0-step mitigation (handle_stepping_filter) may take the S-EPT tree lock and find
+        # it busy (§6.8, §10.7); the association above stays, as on the TD_EPOCH path
+        self._fault_point(st(Status.TDX_OPERAND_BUSY, OperandId.SEPT_TREE))
         # adjust_tlb_tracking_state: refcount of the current epoch, vcpu_epoch := td_epoch
         tdcs.refcount[tdcs.td_epoch & 1] += 1
         vp.vcpu_epoch = tdcs.td_epoch

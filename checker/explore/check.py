@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tdxcheck.checker.scenario import InputError
 from tdxcheck.model.actions import describe
 from tdxcheck.model.compile import compile_functions, new_gen, predicate_source
 from tdxcheck.model.state import State
@@ -43,7 +44,14 @@ def labels_of(prog: Any, cx: Counterexample) -> list[str]:
     """Each step of a counterexample as a wrapper call with named operands."""
     if isinstance(prog, AnyHost):
         return [describe(prog.action_of(e), prog.u) for e, _ in cx.path]
-    return [f"{prog.edges[e].label}  [{prog.names[prog.edges[e].thread]}]" for e, _ in cx.path]
+    return [f"[{prog.names[prog.edges[e].thread]}] {step_call(prog.edges[e].label)}"
+            for e, _ in cx.path]
+
+
+def step_call(text: str) -> str:
+    """A scenario line as a call: its words without the ``-> STATUS`` expectation (the
+    status it returned is printed next to it) and without alignment padding."""
+    return " ".join(text.split("->", 1)[0].split())
 
 
 def witness_fn(prog: Any, ids: Sequence[str]) -> Callable[[State], list[str]]:
@@ -91,7 +99,7 @@ def run_check(
         u = prog.u
         wids = [w.id for w in WITNESSES if w.possible(u, faults)] if witnesses else []
     if use_sym and scenario is not None:
-        raise ValueError("symmetry reduction applies to --host any only: a scenario names "
+        raise InputError("symmetry reduction applies to --host any only: a scenario names "
                          "its objects apart")
     canon = Symmetry(prog.engine.layout).canonical if use_sym else None
     res = explore(prog, limits, stop_at_first=not all_violations, progress=progress,

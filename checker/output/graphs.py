@@ -45,7 +45,15 @@ from typing import Any, cast
 
 import networkx as nx
 from networkx.readwrite import json_graph
-from tdxcheck.checker.analyses.coverage import Coverage, Walk, collect, program, walk, wrapper_of
+from tdxcheck.checker.analyses.coverage import (
+    Coverage,
+    Walk,
+    collect,
+    program,
+    walk,
+    wrapper_of,
+)
+from tdxcheck.checker.scenario import InputError
 from tdxcheck.model.enums import KotState, OpState, PageType, TdLifecycle, VcpuState
 from tdxcheck.model.rule import LEAVES, Assign, Effect, Fault, Rule, When
 from tdxcheck.model.state import Layout, State
@@ -60,7 +68,7 @@ DEFAULT_MAX_FULL_STATES = 5000
 Progress = Callable[[dict[str, float]], None]
 
 
-class GraphError(ValueError):
+class GraphError(InputError):
     """A graph that cannot be made as asked (no Graphviz, an unknown name)."""
 
 

@@ -30,6 +30,7 @@ from tdxcheck.checker.explore.programs import (
     not_covered,
     partly_covered,
 )
+from tdxcheck.checker.scenario import InputError
 from tdxcheck.model.actions import Action, describe, rule_of
 from tdxcheck.model.compile import compile_functions, new_gen, predicate_source
 from tdxcheck.model.expr import Const, Expr, reads
@@ -324,7 +325,7 @@ class _Ctx:
         if lemmas is not None:
             unknown = [i for i in lemmas if i not in lem_by_id]
             if unknown:
-                raise ValueError(f"unknown lemma(s): {', '.join(unknown)}")
+                raise InputError(f"unknown lemma(s): {', '.join(unknown)}")
         typing = Target(TYPING, "typing", "every cell within its declared range (the Z3 and "
                         "Python readings agree there)", None, [])
         #: what a path may not run through (the explorer's error states)
@@ -351,11 +352,11 @@ class _Ctx:
         known = {inv.id for inv in INVARIANTS} | {TYPING}
         unknown = [i for i in ids if i not in known]
         if unknown:
-            raise ValueError(f"unknown invariant(s): {', '.join(unknown)} (have: "
+            raise InputError(f"unknown invariant(s): {', '.join(unknown)} (have: "
                              f"{', '.join(sorted(known - set(self.not_covered)))})")
         outside = [i for i in ids if i in self.not_covered]
         if outside:
-            raise ValueError("; ".join(f"{i} is not proved for --host any: "
+            raise InputError("; ".join(f"{i} is not proved for --host any: "
                                        f"{self.not_covered[i]}" for i in outside))
 
     def cell_typing(self, i: int, state: list[Any]) -> Any:

@@ -51,6 +51,7 @@ from typing import Any
 import z3
 from tdxcheck.checker.explore.bfs import Counterexample
 from tdxcheck.checker.explore.programs import ScenarioHost
+from tdxcheck.checker.scenario import InputError
 from tdxcheck.model.actions import Action
 from tdxcheck.model.status import TDX_SEAMCALL_STATUS_MASK, status_class
 from tdxcheck.properties import Clause, Invariant
@@ -161,7 +162,7 @@ class _Ctx:
             have = {t.id for t in all_targets}
             bad = [i for i in invariants if i not in have]
             if bad:
-                raise ValueError(f"unknown invariant(s): {', '.join(bad)} "
+                raise InputError(f"unknown invariant(s): {', '.join(bad)} "
                                  f"(have: {', '.join(sorted(have))})")
         #: searched: the targets asked for, and state-encoding always (the other verdicts
         #: rest on it); reported: those asked for
@@ -416,7 +417,7 @@ def prove_scenario(sc: Any, *, timeout_ms: int = 60_000, ablate: Sequence[str] =
         goals = [(t, bmc.violation(t, k)) for t in open_]
         goals = [(t, g) for t, g in goals if g is not None]
         if goals:
-            _joint, alone = depth_queries(bmc, goals, k, records, res)
+            _joint, alone = depth_queries(bmc, goals, k, records, res, None, progress)
             for t, answer, model in alone:
                 r = res[t.id]
                 if answer == "sat":

@@ -117,7 +117,7 @@ def test_tdr_without_global_wbinvd_corrupts_host_data(host: Host) -> None:
 def _reuse_hkid(h: Host) -> None:
     """Tear td0 down without CACHE.WB, give HKID 1 back, build td1 on it."""
     h.build("running")
-    h.ok("tdh_mem_page_aug td=td0 gpa=0x1000 page=mem1", "guest_accept vp=vp0 gpa=0x1000",
+    h.ok("tdh_mem_page_aug td=td0 gpa=0x1000 page=mem1 cpu=1", "guest_accept vp=vp0 gpa=0x1000",
          "td_exit vp=vp0", "tdh_vp_flush vp=vp0 cpu=0", "tdh_mng_vpflushdone td=td0")
     h("tdh_mng_key_freeid td=td0")
     h.ok("hkid_free hkid=1")

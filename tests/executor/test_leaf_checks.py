@@ -46,19 +46,24 @@ def test_mng_create_checks_in_order(host: Host) -> None:
 
 
 def test_exclusive_lock_on_a_running_vcpus_pages_is_busy(host: Host) -> None:
-    host.build("running")
+    host.build("running")  # vp0 in the guest on cpu 0: the host calls from cpu 1
     # EXPLICIT_PAGE check 3 (the PAMT lock) comes before the type check
-    host.expect("tdh_mng_create td=td1 page=tdr hkid=2", "TDX_OPERAND_BUSY|RCX")
-    host.expect("tdh_mng_create td=td1 page=vpr hkid=2", "TDX_OPERAND_BUSY|RCX")
-    host.expect("tdh_mng_create td=td1 page=cs0 hkid=2", f"{PMI}|RCX")
-    host.expect("tdh_mng_key_config td=td0 cpu=0", "TDX_OPERAND_BUSY|RCX")
-    host.expect("tdh_mng_vpflushdone td=td0", "TDX_OPERAND_BUSY|RCX")
-    host.expect("tdh_mng_addcx td=td0 page=mem1", "TDX_OPERAND_BUSY|RDX")
-    host.expect("tdh_vp_flush vp=vp0 cpu=0", "TDX_OPERAND_BUSY|RCX")
-    host.expect("tdh_phymem_page_reclaim page=tdr", "TDX_OPERAND_BUSY|RCX")
-    host.expect("tdh_mem_page_aug td=td0 gpa=0x1000 page=vpr", "TDX_OPERAND_BUSY|R8")
+    host.expect("tdh_mng_create td=td1 page=tdr hkid=2 cpu=1", "TDX_OPERAND_BUSY|RCX")
+    host.expect("tdh_mng_create td=td1 page=vpr hkid=2 cpu=1", "TDX_OPERAND_BUSY|RCX")
+    host.expect("tdh_mng_create td=td1 page=cs0 hkid=2 cpu=1", f"{PMI}|RCX")
+    host.expect("tdh_mng_key_config td=td0 cpu=1", "TDX_OPERAND_BUSY|RCX")
+    host.expect("tdh_mng_vpflushdone td=td0 cpu=1", "TDX_OPERAND_BUSY|RCX")
+    host.expect("tdh_mng_addcx td=td0 page=mem1 cpu=1", "TDX_OPERAND_BUSY|RDX")
+    host.expect("tdh_vp_flush vp=vp0 cpu=1", "TDX_OPERAND_BUSY|RCX")
+    host.expect("tdh_phymem_page_reclaim page=tdr cpu=1", "TDX_OPERAND_BUSY|RCX")
+    host.expect("tdh_mem_page_aug td=td0 gpa=0x1000 page=vpr cpu=1", "TDX_OPERAND_BUSY|R8")
     # shared requests never fail
-    host.ok("tdh_mem_track td=td0", "tdh_mng_rd td=td0")
+    host.ok("tdh_mem_track td=td0 cpu=1", "tdh_mng_rd td=td0 cpu=1")
+    # cpu 0 runs the guest: it makes no SEAMCALL at all (typed or raw), host actions go on
+    for line in ("tdh_vp_flush vp=vp0 cpu=0", "tdh_mng_rd td=td0 cpu=0",
+                 "seamcall TDH.PHYMEM.PAGE.RECLAIM rcx=tdr cpu=0"):
+        with pytest.raises(StepNotEnabled, match="an LP in the guest makes no SEAMCALL"):
+            host(line)
     host.ok("td_exit vp=vp0")
     host.expect("tdh_mng_create td=td1 page=tdr hkid=2", f"{PMI}|RCX")
     host.ok("tdh_vp_flush vp=vp0 cpu=0")
@@ -195,8 +200,10 @@ def test_vp_enter_association_and_exit(host: Host) -> None:
     host.expect("tdh_vp_enter vp=vp0 cpu=1", "TDX_VCPU_ASSOCIATED")
     host.ok("tdh_vp_enter vp=vp0 cpu=0")
     assert host.obs("vp.vp0.state") == 4
-    host.expect("tdh_vp_enter vp=vp0 cpu=0", "TDX_VCPU_STATE_INCORRECT")  # already running
-    host.expect("tdh_vp_rd vp=vp0 cpu=0", "TDX_VCPU_STATE_INCORRECT")
+    host.expect("tdh_vp_enter vp=vp0 cpu=1", "TDX_VCPU_STATE_INCORRECT")  # already running
+    host.expect("tdh_vp_rd vp=vp0 cpu=1", "TDX_VCPU_STATE_INCORRECT")
+    with pytest.raises(StepNotEnabled):  # cpu 0 is in the guest: no second vCPU, no SEAMCALL
+        host("tdh_vp_enter vp=vp0 cpu=0")
     host.ok("td_exit vp=vp0 reason=normal")
     assert host.obs("vp.vp0.state") == 2 and host.obs("vp.vp0.assoc_cpu") == 0
     with pytest.raises(StepNotEnabled):
@@ -442,16 +449,17 @@ def test_block_track_remove_unblock(host: Host) -> None:
 
 def test_tlb_epochs_with_a_running_vcpu(host: Host) -> None:
     """§3.6/§7.6: BLOCK at epoch E, TRACK to E+1, and every vCPU that entered in E must exit."""
-    host.build("running")  # vp0 entered at td_epoch 1: refcount[1] = 1
-    host.ok("tdh_mem_page_aug td=td0 gpa=0x1000 page=mem1",
-            "tdh_mem_range_block td=td0 gpa=0x1000 level=0", "tdh_mem_track td=td0")
-    host.expect("tdh_mem_page_remove td=td0 gpa=0x1000 level=0", "TDX_TLB_TRACKING_NOT_DONE|RCX")
-    host.expect("tdh_mem_track td=td0", "TDX_PREVIOUS_TLB_EPOCH_BUSY")
-    host.expect("tdh_mem_track td=td0 fault=TDX_OPERAND_BUSY", "TDX_OPERAND_BUSY|TD_EPOCH")
+    host.build("running")  # vp0 entered at td_epoch 1 on cpu 0: refcount[1] = 1
+    host.ok("tdh_mem_page_aug td=td0 gpa=0x1000 page=mem1 cpu=1",
+            "tdh_mem_range_block td=td0 gpa=0x1000 level=0 cpu=1", "tdh_mem_track td=td0 cpu=1")
+    host.expect("tdh_mem_page_remove td=td0 gpa=0x1000 level=0 cpu=1",
+                "TDX_TLB_TRACKING_NOT_DONE|RCX")
+    host.expect("tdh_mem_track td=td0 cpu=1", "TDX_PREVIOUS_TLB_EPOCH_BUSY")
+    host.expect("tdh_mem_track td=td0 cpu=1 fault=TDX_OPERAND_BUSY", "TDX_OPERAND_BUSY|TD_EPOCH")
     host.ok("td_exit vp=vp0", "tdh_mem_page_remove td=td0 gpa=0x1000 level=0")
     # re-entering counts the vCPU in the current epoch (2) : one TRACK passes, a second waits
-    host.ok("tdh_vp_enter vp=vp0 cpu=0", "tdh_mem_track td=td0")
-    host.expect("tdh_mem_track td=td0", "TDX_PREVIOUS_TLB_EPOCH_BUSY")
+    host.ok("tdh_vp_enter vp=vp0 cpu=0", "tdh_mem_track td=td0 cpu=1")
+    host.expect("tdh_mem_track td=td0 cpu=1", "TDX_PREVIOUS_TLB_EPOCH_BUSY")
     assert host.ex.machine.tdcss[host.ex.page_pa("cs0")].refcount == [1, 0]
 
 

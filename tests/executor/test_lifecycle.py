@@ -54,7 +54,7 @@ def kvm_lifecycle(cfg: dict[str, int]) -> list[tuple[str, dict[str, Any], int]]:
         add("tdh_mr_extend", td="td0", gpa=g)
     add("tdh_mr_finalize", td="td0")
     add("tdh_vp_enter", 0, vp="vp0")
-    add("tdh_mem_page_aug", td="td0", gpa=0x1000, page="mem1")
+    add("tdh_mem_page_aug", 1, td="td0", gpa=0x1000, page="mem1")  # cpu0 runs the guest
     add("guest_accept", vp="vp0", gpa=0x1000)
     add("td_exit", vp="vp0", reason="normal")
     add("tdh_vp_enter", 0, vp="vp0")
@@ -168,7 +168,7 @@ def test_two_tds_two_vcpus_migration_and_partial_build_teardown() -> None:
     for t in ("a", "b"):
         add("tdh_vp_enter", 0, vp=f"{t}vp0")
         add("tdh_vp_enter", 2, vp=f"{t}vp1")
-        add("tdh_mem_page_aug", td=f"td_{t}", gpa=0x1000, page=f"{t}m1")
+        add("tdh_mem_page_aug", 1, td=f"td_{t}", gpa=0x1000, page=f"{t}m1")  # cpu 0, 2 busy
         add("guest_accept", vp=f"{t}vp1", gpa=0x1000)
         add("td_exit", vp=f"{t}vp0")
         add("td_exit", vp=f"{t}vp1")
