@@ -4,7 +4,8 @@ symmetry-on rate as a share of the symmetry-off rate, canonicalisation's share o
 time, and the speedup from 1 to N worker processes.
 
     python benchmarks/bench_explore.py [--configs tiny,default] [--naive] [--time-limit S]
-        [--max-states N] [--no-symmetry-only] [--workers 1,2] [--reference]
+        [--off-time-limit S] [--max-states N] [--no-symmetry-only] [--workers 1,2]
+        [--reference]
 
 Targets (issue: explorer): on `default`, symmetry off, single process: >= 100,000
 distinct states/s and <= 150 bytes per stored state.  Figures go in closing notes; the
@@ -64,6 +65,12 @@ class TimedSymmetry(Symmetry):
         return r
 
 
+def cpu_all() -> float:
+    """CPU seconds of this process and of its finished children (the worker processes)."""
+    me, ch = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return me.ru_utime + me.ru_stime + ch.ru_utime + ch.ru_stime
+
+
 def load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -121,6 +128,9 @@ def main() -> int:
                     help="named configurations, each with key=value overrides after a "
                     "colon: default:hkids=3,large")
     ap.add_argument("--time-limit", type=float, default=120.0)
+    ap.add_argument("--off-time-limit", type=float, default=None,
+                    help="the symmetry-off run's limit (default: --time-limit); a rate needs "
+                    "less time than a verdict")
     ap.add_argument("--naive", action="store_true", help="also time a naive BFS")
     ap.add_argument("--max-states", type=int, default=None,
                     help="stop each run at this many states (the rates of a part)")
@@ -144,7 +154,8 @@ def main() -> int:
             prog = AnyHost(cfg.universe())
             ts = TimedSymmetry(prog.engine.layout) if sym else None
             cpu = time.process_time()
-            r = explore(prog, lim, canon=ts.canonical if ts else None)
+            off = Limits(time_limit=a.off_time_limit or a.time_limit, max_states=a.max_states)
+            r = explore(prog, lim if sym else off, canon=ts.canonical if ts else None)
             cpu = time.process_time() - cpu
             print(line(f"symmetry {'on ' if sym else 'off'}", r, cpu) +
                   f" {r.transitions / max(r.seconds, 1e-9):>11,.0f} transitions/s")
@@ -166,19 +177,24 @@ def main() -> int:
             print(line("previous canonicaliser", r) +
                   f"\n  canonicalisation: {ts.spent / max(r.seconds, 1e-9):.0%} of the time "
                   f"({ts.calls:,} calls, {ts.spent / max(ts.calls, 1) * 1e6:.1f} us each)")
-        rates = {}
+        rates, cpus = {}, {}
         for w in [int(x) for x in a.workers.split(",") if x]:
             prog = AnyHost(cfg.universe())
+            cpu = cpu_all()
             r = explore(prog, lim, canon=Symmetry(prog.engine.layout).canonical, workers=w)
-            print(line(f"workers {w}", r) + f"  ({load()})")
+            cpu = cpu_all() - cpu
+            print(line(f"workers {w}", r, cpu) + f"  ({load()})")
             rates[w] = r
+            cpus[w] = cpu
         if len(rates) > 1:
             w0 = min(rates)
             for w, r in sorted(rates.items()):
                 same = (r.states, r.transitions) == (rates[w0].states, rates[w0].transitions)
                 print(f"  speedup {w0} -> {w} workers: "
                       f"{r.states_per_second / rates[w0].states_per_second:.2f}x"
-                      + ("" if same else " (the runs stopped at different states)"))
+                      + ("" if same else " (the runs stopped at different states)")
+                      + f"; CPU seconds {cpus[w0]:.0f} -> {cpus[w]:.0f}, so on {w} idle "
+                      f"cores at most {w * cpus[w0] / max(cpus[w], 1e-9):.2f}x")
         if not a.no_symmetry_only or a.naive:
             prog = AnyHost(cfg.universe())
             print(f"  bytes per stored state (exact, symmetry off, peak over a "

@@ -401,7 +401,8 @@ SYM_CONFIGS = [("tiny", {}), ("default", {}), ("large", {}), ("default", {"tds":
 
 
 @pytest.mark.parametrize("name,ov", SYM_CONFIGS)
-def test_canonical_equals_the_previous_canonicaliser(name: str, ov: dict) -> None:  # type: ignore[type-arg]
+def test_canonical_equals_the_previous_canonicaliser(
+        name: str, ov: dict) -> None:  # type: ignore[type-arg]
     """The sorting canonicaliser gives exactly the state the enumerating one gave (the
     least of the orbit), and its packed-encoding form gives that state's encoding; on a
     random orbit member too (a renaming of the state: same canonical state)."""

@@ -1,9 +1,10 @@
 """The breadth-first search in several processes, with the single-process result.
 
 ``explore(..., workers=N)`` runs here.  Each worker process owns the states whose
-encoding hashes to it (``_MIX``; an int's hash does not depend on PYTHONHASHSEED): it keeps their part of the visited set and expands them.  The search
-goes level by level (level-synchronous BFS), so every trace is still a shortest one, and
-each level takes three steps:
+encoding hashes to it (``_MIX``; an int's hash does not depend on PYTHONHASHSEED): it
+keeps their part of the visited set and expands them.  The search goes level by level
+(level-synchronous BFS), so every trace is still a shortest one, and each level takes
+three steps:
 
 1. *expand*: each worker expands its states of the level, in the order the
    single-process search would (by state number), canonicalises each successor, and
