@@ -25,8 +25,8 @@ EXIT_OK, EXIT_VIOLATED, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERNAL = 0, 1, 2, 3,
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        print(f"tdxcheck: error: {message}", file=sys.stderr)
+        """A usage error is one line naming the option, and where to read the usage."""
+        print(f"tdxcheck: error: {message} (see '{self.prog} --help')", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 
@@ -137,17 +137,20 @@ def _progress_printer(phase: str = "explore") -> Any:
     tty = sys.stderr.isatty()
 
     def show(d: dict[str, Any]) -> None:
-        if "message" in d:  # a phase of its own (a report's sections)
-            line = f"{d.get('phase', phase)}: {d['message']}"
-        else:
-            rate = d["states"] / d["seconds"] if d["seconds"] else 0.0
-            line = (f"{d.get('phase', phase)}: {int(d['states']):,} states, queue "
-                    f"{int(d['queue']):,}, depth {int(d['depth'])}, {rate:,.0f} states/s, "
-                    f"{d['seconds']:.0f}s")
+        line = _progress_line(d, phase)
         print(("\r\033[K" + line) if tty else line, end="" if tty else "\n",
               file=sys.stderr, flush=True)
 
     return show
+
+
+def _progress_line(d: dict[str, Any], phase: str) -> str:
+    if "message" in d:  # a phase of its own (a report's sections)
+        return f"{d.get('phase', phase)}: {d['message']}"
+    rate = d["states"] / d["seconds"] if d["seconds"] else 0.0
+    depth = f", depth {int(d['depth'])}" if d.get("depth") else ""
+    return (f"{d.get('phase', phase)}: {int(d['states']):,} states, queue "
+            f"{int(d['queue']):,}{depth}, {rate:,.0f} states/s, {d['seconds']:.0f}s")
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -422,6 +425,12 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 def _cmd_prove(args: argparse.Namespace) -> int:
     """``prove``: Z3 induction (default) or ``--bmc --depth K`` for ``--host any``."""
 
+    if args.parametric:
+        return _cmd_prove_parametric(args)
+    if args.sept_levels is not None:
+        print("tdxcheck: error: --sept-levels is for --parametric (else: key=value "
+              "sept_levels=N)", file=sys.stderr)
+        return EXIT_USAGE
     if args.host not in (None, "any"):
         return _cmd_prove_scenario(args)
     try:
@@ -441,6 +450,42 @@ def _cmd_prove(args: argparse.Namespace) -> int:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     return _prove_output(args, result, write_traces, prove_json, prove_text, config, "any")
+
+
+def _cmd_prove_parametric(args: argparse.Namespace) -> int:
+    """``prove --parametric``: the module invariants for every size (``prove/param/``)."""
+    if args.host not in (None, "any") or args.bmc or args.lemmas_used:
+        print("tdxcheck: error: --parametric proves the any host by induction over sorts: "
+              "--host FILE, --bmc and --lemmas-used are for the finite prover",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        from tdxcheck.checker.output.param_report import (
+            param_json,
+            param_text,
+            write_param_traces,
+        )
+        from tdxcheck.checker.prove.param import prove_parametric
+
+        config = _config_args(args)
+        known_checks(args.ablate, config.universe())
+        if args.depth is not None and args.depth < 0:
+            raise InputError("--depth must be >= 0")
+        result = prove_parametric(
+            config, sept_levels=args.sept_levels, faults=args.faults, ablate=args.ablate,
+            timeout_ms=args.timeout_ms, invariants=args.invariant or None,
+            confirm_depth=12 if args.depth is None else args.depth,
+            progress=None if args.quiet else _prove_progress)
+    except InputError as e:
+        print(f"tdxcheck: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.sept_levels is not None:  # the envelope's config: the depth proved for
+        from dataclasses import replace
+
+        config = replace(config, platform=replace(config.platform,
+                                                  sept_levels=args.sept_levels))
+    return _prove_output(args, result, write_param_traces, param_json, param_text,
+                         config, "any")
 
 
 def _prove_output(args: argparse.Namespace, result: Any, write: Any, to_json: Any,
@@ -463,33 +508,54 @@ class Heartbeat:
     running, when nothing new came for ``every`` seconds (a Z3 query or a report section
     that takes minutes).  ``stop()`` ends it."""
 
-    def __init__(self, fmt: Any, every: float | None = None) -> None:
+    def __init__(self, fmt: Any, every: float | None = None, inplace: bool = False,
+                 throttle: bool = False) -> None:
         import threading
         import time
 
         self.fmt, self.time = fmt, time
         self.every = every or (5.0 if sys.stderr.isatty() else 30.0)
+        # on a terminal, ``inplace`` rewrites the line while its phase lasts (a new phase
+        # starts a new line, so the phases stay on screen)
+        self.inplace = inplace and sys.stderr.isatty()
+        self.throttle = throttle
         self.last = ""
+        self.phase: Any = None
         self.t_last = self.t0 = time.monotonic()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
         self.thread.start()
 
+    def _print(self, line: str, new_line: bool = False) -> None:
+        if self.inplace:
+            print(("\n" if new_line else "\r\033[K") + line, end="", file=sys.stderr,
+                  flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
     def __call__(self, d: dict[str, Any]) -> None:
-        self.last = self.fmt(d)
-        self.t_last = self.time.monotonic()
-        print(self.last, file=sys.stderr, flush=True)
+        phase = d.get("phase")
+        line = self.fmt(d)
+        now = self.time.monotonic()
+        # plain lines (a log): one per phase change, then at most one every 5 s
+        quiet = (self.throttle and not self.inplace and phase == self.phase
+                 and now - self.t_last < 5.0)
+        if not quiet:
+            self._print(line, new_line=bool(self.last) and phase != self.phase)
+            self.t_last = now
+        self.last, self.phase = line, phase
 
     def _beat(self) -> None:
         while not self.done.wait(1.0):
             now = self.time.monotonic()
             if self.last and now - self.t_last >= self.every:
                 self.t_last = now
-                print(f"{self.last} ... still working ({now - self.t0:.0f}s in all)",
-                      file=sys.stderr, flush=True)
+                self._print(f"{self.last} ... still working ({now - self.t0:.0f}s in all)")
 
     def stop(self) -> None:
         self.done.set()
+        if self.inplace and self.last:
+            print(file=sys.stderr, flush=True)
 
 
 def _prove_line(d: dict[str, Any]) -> str:
@@ -610,9 +676,10 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     try:
         if fmt == "png" and not args.output:
             raise InputError("--format png writes binary: give -o FILE")
-        if fmt in ("svg", "png") and not dot_available():
-            raise InputError(f"--format {fmt} needs Graphviz's dot on the PATH (apt-get "
-                             f"install graphviz); dot, graphml and json need nothing")
+        if fmt == "png" and not dot_available():
+            raise InputError("--format png needs Graphviz's dot on the PATH (apt-get install "
+                             "graphviz); --format svg draws without it (networkx), and dot, "
+                             "graphml and json need nothing")
         config = _config_args(args)
         G = graph(config, args.projection, symmetry=not args.no_symmetry,
                   max_states=args.max_states,
@@ -633,18 +700,24 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    """``report``: one exploration, then each section; progress names its phase and is
+    never silent for long (``Heartbeat``: the ablation and the proofs take minutes)."""
     from tdxcheck.checker.output.html_report import collect, write_report
 
+    beat = None if args.quiet else Heartbeat(lambda d: "report: " + _progress_line(d, ""),
+                                             inplace=True, throttle=True)
     try:
         config = _config_args(args)
         known_checks(args.ablate, config.universe())
-        data = collect(config, faults=args.faults, ablate=args.ablate,
-                       progress=None if args.quiet else _progress_printer("report"))
+        data = collect(config, faults=args.faults, ablate=args.ablate, progress=beat)
     except InputError as e:
+        if beat is not None:
+            beat.stop()
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    if not args.quiet and sys.stderr.isatty():
-        print(file=sys.stderr)
+    if beat is not None:
+        beat({"phase": "write", "message": f"{args.output}"})
+        beat.stop()
     path = write_report(data, args.output)
     print(f"{path}: verdict {data.run.result.verdict}, {len(data.coverage.holes())} "
           f"status cell(s) never reached")
@@ -814,7 +887,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("graph", help="the state graph or a projection of it",
                        description="The full state graph of a small configuration, or one "
                        "object's machine (td, page, hkid, vcpu) with edges counted per "
-                       "wrapper and status. SVG and PNG need Graphviz's dot.")
+                       "wrapper and status. SVG is drawn by Graphviz's dot when it is on the "
+                       "PATH, else by a layered layout of tdxcheck's own (networkx); PNG needs "
+                       "dot.")
     g.add_argument("args", nargs="*", metavar="key=value", help="config overrides")
     g.add_argument("--projection", choices=("full", "td", "page", "hkid", "vcpu"),
                    default="td")
@@ -900,6 +975,12 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--lemmas-used", action="store_true",
                     help="also list, per proved invariant, the hypotheses its proofs cite "
                     "(minimised unsat cores; slower)")
+    pv.add_argument("--parametric", action="store_true",
+                    help="prove the module invariants for every number of TDs, vCPUs, pages, "
+                    "HKIDs, packages and CPUs (uninterpreted sorts); the platform constants "
+                    "and the S-EPT depth stay fixed")
+    pv.add_argument("--sept-levels", type=int, default=None, metavar="N",
+                    help="--parametric: the S-EPT depth to prove for (default: the config's)")
     pv.add_argument("--timeout-ms", type=POSITIVE, default=60_000, help="per solver query")
     pv.add_argument("--trace-out", metavar="DIR",
                     help="write each violation as DIR/<invariant>.tdx and .itf.json")

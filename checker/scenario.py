@@ -113,7 +113,9 @@ class ScenarioError(Exception):
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.reason}"
+        # line 0: the file as a whole (it cannot be read), so no line number is named
+        return f"{self.file}:{self.line}: {self.reason}" if self.line else \
+            f"{self.file}: {self.reason}"
 
 
 #: config key -> (minimum, maximum or None); scenario-format.md §1.  The maxima are stated

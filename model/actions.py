@@ -68,7 +68,7 @@ def rule_of(action: Action, ctx: Ctx) -> Rule:
     if action.kind in LEAVES:
         rule = LEAVES[action.kind].build(ctx, **action.kwargs)
         if action.is_seamcall:
-            rule = replace(rule, enabled=And(lp_in_seam_root(action.cpu, len(ctx.u.vps)),
+            rule = replace(rule, enabled=And(lp_in_seam_root(action.cpu, ctx.u.domain("vp")),
                                              rule.enabled))
         return rule
     return HOST_ACTIONS[action.kind](ctx, **action.kwargs)

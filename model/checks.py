@@ -15,7 +15,7 @@ neither can return BUSY here.
 from __future__ import annotations
 
 from .enums import OP_TLB_TRACKING, PageType, SeptState, TdLifecycle
-from .expr import And, Expr, If, Not, Or, lift
+from .expr import All, And, Domain, Expr, If, Not, Or, Sym, lift
 from .rule import OperandError, RuleBuilder, st
 from .state import S
 from .status import OperandId, Status
@@ -36,7 +36,7 @@ def held_by_running_vcpu(page: int) -> Expr:
     )
 
 
-def lp_in_seam_root(cpu: int, n_vps: int) -> Expr:
+def lp_in_seam_root(cpu: Expr | int, vps: Domain) -> Expr:
     """Logical CPU ``cpu`` is not running a guest, so it can execute SEAMCALL at all.
 
     TDH.VP.ENTER puts the LP in SEAM non-root mode with the vCPU associated to it
@@ -46,7 +46,7 @@ def lp_in_seam_root(cpu: int, n_vps: int) -> Expr:
     *enabled* (a hardware precondition, not a module check) only while no vCPU that is in
     the guest is associated with it.
     """
-    return And(*(Not(And(S.in_guest[v] == 1, S.assoc[v] == cpu + 1)) for v in range(n_vps)))
+    return All(vps, lambda v: Not(And(S.in_guest[v] == 1, S.assoc[v] == cpu + 1)))
 
 
 def explicit_page(
@@ -170,7 +170,10 @@ def tracking_required(t: Expr) -> Expr:
     return S.op_state[t].isin(OP_TLB_TRACKING)
 
 
-def keyid_lines(packages: int, keyid: Expr | int, pkg: int | None = None) -> Expr:
-    """Dirty-map bits of ``keyid`` on every package (or on ``pkg`` only)."""
+def keyid_lines(packages: int, keyid: Expr | int, pkg: Expr | int | None = None) -> Expr:
+    """Dirty-map bits of ``keyid`` on every package (or on ``pkg`` only).  With a symbolic
+    package count (the parametric reading) the set itself: ``Sym("lines", ...)``."""
+    if not isinstance(packages, int):
+        return Sym("lines", (lift(keyid),) if pkg is None else (lift(keyid), lift(pkg)))
     mask = ((1 << packages) - 1) if pkg is None else (1 << pkg)
     return lift(mask) << (lift(keyid) * packages)

@@ -8,12 +8,24 @@ same tree as Z3 terms.  Nothing else interprets rules, so there is one definitio
 Values are non-negative integers (enum members, counters, bitmaps).  Python operators build
 nodes: ``S.pt[p] == PT_TDR`` is an ``Expr``, not a bool.  Operands of an action are plain
 Python ints, folded into ``Const`` when a rule is built for that action.
+
+"For every object" is said with a *domain*: ``Universe.domain("page")`` and its kin.  In a
+finite universe a domain is a ``range`` (or a list), and the aggregates ``All``/``Any``/
+``Count``/``UnionOf`` (and the effect ``rule.ForEach``) expand on the spot into exactly the
+trees a Python loop over it builds (``And(*...)``, a sum of ``If(x, 1, 0)``, an ``|``-fold):
+the finite readers never see the new nodes, and their input is the same tree as before
+(``tests/test_param_expand.py``).  Over a ``SymDomain`` (the parametric reading of
+``checker/prove/param/``, where a sort has any number of objects) they build an ``Agg`` node
+over a bound ``Var`` instead; ``Sym`` names the symbolic universe's rigid symbols (a CPU's
+package, an S-EPT entry's parent, the global KeyID, the set of every package).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any as _AnyT
 from typing import Union
 
 Operand = Union["Expr", int]
@@ -83,12 +95,22 @@ class Expr:
     def __lshift__(self, other: Operand) -> Expr:
         return _bin("<<", self, other)
 
+    def __rlshift__(self, other: Operand) -> Expr:
+        return _bin("<<", other, self)
+
+    def __rrshift__(self, other: Operand) -> Expr:
+        return _bin(">>", other, self)
+
     def __bool__(self) -> bool:
         raise TypeError("an Expr has no truth value; use And/Or/Not (did you write `and`?)")
 
-    def isin(self, values: Iterable[int]) -> Expr:
-        """Membership in a constant set (the permission tables use this)."""
-        vals = tuple(sorted({int(v) for v in values}))
+    def isin(self, values: Iterable[Operand]) -> Expr:
+        """Membership in a constant set (the permission tables use this); a set with a
+        non-constant member (a symbolic CPU) is the disjunction of equalities."""
+        given = tuple(values)
+        if any(isinstance(v, Expr) and not isinstance(v, Const) for v in given):
+            return Or(*(self == v for v in given))
+        vals = tuple(sorted({int(v.value if isinstance(v, Const) else v) for v in given}))
         return In(self, vals)
 
 
@@ -135,6 +157,66 @@ class Ite(Expr):
 class In(Expr):
     a: Expr
     values: tuple[int, ...]
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Var(Expr):
+    """An object of a sort (``kind``: page, td, vp, hkid, pkg, cpu, entry, entry<L>): a
+    variable bound by an ``Agg``, a ``ForEach`` or a ∀-clause (``dom``: what it ranges
+    over), or an operand of a parametric transition.  Only the parametric reading builds
+    one."""
+
+    kind: str
+    name: str
+    dom: SymDomain | None = None
+
+    def __str__(self) -> str:  # a clause message names the variable
+        return self.name
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Sym(Expr):
+    """A rigid symbol of the symbolic universe (no state cell): ``cpu_pkg(cpu)``,
+    ``parent(entry)``, ``global_keyid``, ``all_pkgs``, ``lines(keyid[, pkg])`` (the dirty-map
+    bits of a KeyID), ``hkids`` (one past the private HKIDs).  Only the parametric reading
+    builds one."""
+
+    name: str
+    args: tuple[Expr, ...] = ()
+
+
+@dataclass(frozen=True)
+class SymDomain:
+    """Every object of a sort, in the parametric reading: ``kind`` is page (not NULL), td,
+    vp, hkid (the private HKIDs), pkg, entry (every S-EPT entry of every level), children
+    (the entries whose parent is ``of``, one level below ``level``), anypage and anyhkid
+    (NULL, the KeyID 0 and the global KeyID included: the state's every cell)."""
+
+    kind: str
+    of: Expr | None = None
+    level: int | None = None
+
+    def var(self) -> Var:
+        kind = {"anypage": "page", "anyhkid": "hkid"}.get(self.kind, self.kind)
+        if self.kind == "children":
+            kind = f"entry{self.level - 1}"  # type: ignore[operator]
+        return Var(kind, f"{kind[0]}{next(_VAR_IDS)}", self)
+
+
+_VAR_IDS = itertools.count()
+
+#: a domain: the objects' indices in a finite universe, or a ``SymDomain``
+Domain = Iterable[int] | SymDomain
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Agg(Expr):
+    """``op`` (all | any | count | union) of ``body`` over ``var`` in ``dom`` (a SymDomain)."""
+
+    op: str
+    dom: SymDomain
+    var: Var
+    body: Expr
 
 
 TRUE = Const(1)
@@ -227,6 +309,50 @@ def Min(a: Operand, b: Operand) -> Expr:
 def bit(a: Operand, k: Operand) -> Expr:
     """Bit ``k`` of ``a`` as 0/1."""
     return (lift(a) >> k) & 1
+
+
+def _agg(op: str, dom: Domain, body: Callable[[_AnyT], Operand]) -> Expr | None:
+    if isinstance(dom, SymDomain):
+        v = dom.var()
+        return Agg(op, dom, v, lift(body(v)))
+    return None
+
+
+def All(dom: Domain, body: Callable[[_AnyT], Operand]) -> Expr:
+    """``body`` holds for every object of ``dom`` (finite: ``And(*(body(i) for i in dom))``)."""
+    sym = _agg("all", dom, body)
+    return sym if sym is not None else And(*(body(i) for i in dom))  # type: ignore[union-attr]
+
+
+def Any(dom: Domain, body: Callable[[_AnyT], Operand]) -> Expr:
+    """``body`` holds for some object of ``dom`` (finite: ``Or(*...)``)."""
+    sym = _agg("any", dom, body)
+    return sym if sym is not None else Or(*(body(i) for i in dom))  # type: ignore[union-attr]
+
+
+def Count(dom: Domain, body: Callable[[_AnyT], Operand]) -> Expr:
+    """How many objects of ``dom`` satisfy ``body`` (finite: ``0 + If(body(i), 1, 0) + ...``).
+
+    The parametric reading proves a count only as a delta obligation (checker/prove/param)."""
+    sym = _agg("count", dom, body)
+    if sym is not None:
+        return sym
+    total: Expr = lift(0)
+    for i in dom:  # type: ignore[union-attr]
+        total = total + If(body(i), 1, 0)
+    return total
+
+
+def UnionOf(dom: Domain, body: Callable[[_AnyT], Operand]) -> Expr:
+    """The union (bitwise or) of the bitmaps ``body`` gives over ``dom`` (finite:
+    ``0 | body(i) | ...``)."""
+    sym = _agg("union", dom, body)
+    if sym is not None:
+        return sym
+    out: Expr = lift(0)
+    for i in dom:  # type: ignore[union-attr]
+        out = out | body(i)
+    return out
 
 
 def reads(e: Expr) -> Iterable[Read]:

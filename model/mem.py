@@ -21,8 +21,8 @@ from .checks import (
     walk_reaches,
 )
 from .enums import SEPT_ANY_BLOCKED, OpState, PageType, SeptState
-from .expr import And, Expr, If, Min, Not, Or
-from .rule import Ctx, Effect, OperandError, Rule, RuleBuilder, leaf, set_, st, when
+from .expr import All, And, Expr, If, Min, Not, Or
+from .rule import Ctx, Effect, OperandError, Rule, RuleBuilder, for_each, leaf, set_, st, when
 from .state import S
 from .status import OperandId, Status
 from .tables import SEPT_STATE_ALLOWED
@@ -198,11 +198,9 @@ def tdh_mem_track(ctx: Ctx, tdr: int) -> Rule:
             If(S.epoch[t] == 0, S.refcount1[t], S.refcount0[t]) == 0,
             st(Status.TDX_PREVIOUS_TLB_EPOCH_BUSY))
     # ALL_CHECKS_PASSED
-    aging = [
-        when(S.sept_state[t, e].isin(SEPT_ANY_BLOCKED),
-             set_(S.bepoch_age[S.sept_page[t, e]], Min(S.bepoch_age[S.sept_page[t, e]] + 1, 2)))
-        for e in range(len(ctx.u.entries))
-    ]
+    aging = for_each(ctx.u.domain("entry"), lambda e: when(
+        S.sept_state[t, e].isin(SEPT_ANY_BLOCKED),
+        set_(S.bepoch_age[S.sept_page[t, e]], Min(S.bepoch_age[S.sept_page[t, e]] + 1, 2))))
     return b.done(set_(S.epoch[t], 1 - S.epoch[t]), *aging)
 
 
@@ -294,7 +292,7 @@ def tdh_mem_sept_remove(ctx: Ctx, tdr: int, gpa: int, level: int) -> Rule:
             Or(Not(tracking_required(t)), tlb_tracked(t, child)),
             st(Status.TDX_TLB_TRACKING_NOT_DONE, RCX))
     b.check("mem.sept_remove.children_free",
-            And(*(S.sept_state[t, c] == _SS.SEPT_FREE for c in u.children(gpa, level))),
+            All(u.children(gpa, level), lambda c: S.sept_state[t, c] == _SS.SEPT_FREE),
             st(Status.TDX_EPT_PAGE_NOT_FREE, RCX))
     # ALL_CHECKS_PASSED
     return b.done(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from .checks import explicit_page, held_by_running_vcpu, keyid_lines
 from .enums import KotState, PageType, TdLifecycle
-from .expr import AndNot, Expr, If, Not, Or, lift
-from .rule import Ctx, Effect, Rule, RuleBuilder, leaf, set_, st, when
+from .expr import AndNot, Domain, Expr, If, Not, Or, UnionOf
+from .rule import Ctx, Effect, Rule, RuleBuilder, for_each, leaf, set_, st, when
 from .state import FIELDS, TD_ENTRY_FIELDS, TD_FIELDS, VP_FIELDS, S
 from .status import OperandId, Status
 
@@ -18,24 +18,24 @@ RCX = OperandId.RCX
 
 def _flushed_hkids(ctx: Ctx) -> Expr:
     """Bitmap of the HKIDs whose KOT state is HKID_FLUSHED (the START snapshot)."""
-    out: Expr = lift(0)
-    for h in range(1, ctx.p.hkids):
-        out = out | If(S.kot_state[h] == KotState.KOT_STATE_HKID_FLUSHED, 1 << h, 0)
-    return out
+    return UnionOf(ctx.u.domain("hkid"),
+                   lambda h: If(S.kot_state[h] == KotState.KOT_STATE_HKID_FLUSHED, 1 << h, 0))
 
 
 def _write_back(ctx: Ctx, snapshot: Expr) -> list[Effect]:
     """A completed CACHE.WB on this package: clear the package's bit in the wbinvd_bitmap of
     every snapshotted HKID, and those HKIDs' lines of every page on this package are gone."""
     p, pkg = ctx.p, ctx.pkg
-    out: list[Effect] = []
-    mask: Expr = lift(0)
-    for h in range(1, p.hkids):
-        in_snap = ((snapshot >> h) & 1) == 1
-        out.append(when(in_snap, set_(S.kot_wbinvd[h], AndNot(S.kot_wbinvd[h], 1 << pkg))))
-        mask = mask | If(in_snap, keyid_lines(p.packages, h, pkg), 0)
-    for page in range(1, ctx.u.n_pages):
-        out.append(set_(S.dirty[page], AndNot(S.dirty[page], mask)))
+    hkids = ctx.u.domain("hkid")
+
+    def in_snap(h: Expr) -> Expr:
+        return ((snapshot >> h) & 1) == 1
+
+    out: list[Effect] = list(for_each(hkids, lambda h: when(
+        in_snap(h), set_(S.kot_wbinvd[h], AndNot(S.kot_wbinvd[h], 1 << pkg)))))
+    mask = UnionOf(hkids, lambda h: If(in_snap(h), keyid_lines(p.packages, h, pkg), 0))
+    out += for_each(ctx.u.domain("page"),
+                    lambda page: set_(S.dirty[page], AndNot(S.dirty[page], mask)))
     out += [set_(S.wbt_intr[pkg], 0), set_(S.wbt_snap[pkg], 0)]
     return out
 
@@ -71,16 +71,18 @@ def tdh_phymem_cache_wb(ctx: Ctx, resume: int) -> Rule:
     return b.done(*_write_back(ctx, snap))
 
 
-def reset_slot(fields: tuple[str, ...], slot: Expr, per: int | None = None) -> list[Effect]:
-    """Zero a dead TD or vCPU slot (a reclaimed control page is never read again); ``per``:
-    the fields have a second index of that many values (a TD's S-EPT entries, maybe none)."""
+def reset_slot(fields: tuple[str, ...], slot: Expr, entries: Domain | None = None
+               ) -> list[Effect]:
+    """Zero a dead TD or vCPU slot (a reclaimed control page is never read again); with
+    ``entries``, the fields have a second index, a TD's S-EPT entries (maybe none), and
+    every entry is zeroed."""
     out: list[Effect] = []
     for f in fields:
         view = getattr(S, f)
-        if per is None:
+        if entries is None:
             out.append(set_(view[slot], 0))
         else:
-            out += [set_(view[slot, e], 0) for e in range(per)]
+            out += for_each(entries, lambda e, view=view: set_(view[slot, e], 0))
     return out
 
 
@@ -105,7 +107,7 @@ def tdh_phymem_page_reclaim(ctx: Ctx, page: int) -> Rule:
     b.check("phymem.page_reclaim.no_children", Or(Not(is_tdr), S.chldcnt[t] == 0),
             st(Status.TDX_TD_ASSOCIATED_PAGES_EXIST))
     # ALL_CHECKS_PASSED
-    n_entries = len(ctx.u.entries)
+    n_entries = ctx.u.domain("entry")
     v = S.vpslot[page]
     return b.done(
         when(Not(is_tdr), set_(S.chldcnt[t], S.chldcnt[t] - 1)),

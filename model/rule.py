@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
-from .expr import TRUE, Const, Expr, Operand, lift
+from .expr import TRUE, Const, Domain, Expr, Operand, SymDomain, Var, lift
 from .state import Layout, Platform, Universe
 from .status import OperandId, Status
 
@@ -39,7 +39,17 @@ class When:
     effects: tuple[Effect, ...]
 
 
-Effect = Union[Assign, When]
+@dataclass(frozen=True)
+class ForEach:
+    """``effects`` for every object ``var`` of ``dom`` (a SymDomain): the parametric
+    reading of a loop over objects inside a rule (``for_each``)."""
+
+    dom: SymDomain
+    var: Var
+    effects: tuple[Effect, ...]
+
+
+Effect = Union[Assign, When, ForEach]
 
 
 def set_(view_read: Expr, value: Operand) -> Assign:
@@ -52,6 +62,20 @@ def set_(view_read: Expr, value: Operand) -> Assign:
 
 def when(cond: Operand, *effects: Effect) -> When:
     return When(lift(cond), tuple(effects))
+
+
+def for_each(dom: Domain, body: Callable[..., Effect | Sequence[Effect]]) -> tuple[Effect, ...]:
+    """The effects ``body`` gives for every object of ``dom``: over a finite domain exactly
+    ``[e for i in dom for e in body(i)]`` (what a Python loop builds), over a SymDomain one
+    ``ForEach``."""
+
+    def listed(x: Effect | Sequence[Effect]) -> tuple[Effect, ...]:
+        return (x,) if isinstance(x, (Assign, When, ForEach)) else tuple(x)
+
+    if isinstance(dom, SymDomain):
+        v = dom.var()
+        return (ForEach(dom, v, listed(body(v))),)
+    return tuple(e for i in dom for e in listed(body(i)))
 
 
 @dataclass(frozen=True)
@@ -222,12 +246,14 @@ __all__ = [
     "Ctx",
     "Effect",
     "Fault",
+    "ForEach",
     "LeafDef",
     "OperandError",
     "Rule",
     "RuleBuilder",
     "Step",
     "When",
+    "for_each",
     "leaf",
     "set_",
     "st",

@@ -118,6 +118,14 @@ class Universe:
     def page_name(self, index: int) -> str:
         return "NULL" if index == 0 else self.pages[index - 1]
 
+    def domain(self, kind: str) -> range:
+        """Every object of a kind, as the rules and clauses loop over it: page (the pages
+        but NULL), td, vp, hkid (the private HKIDs), pkg, entry (every S-EPT entry)."""
+        p = self.platform
+        return {"page": range(1, self.n_pages), "td": range(len(self.tds)),
+                "vp": range(len(self.vps)), "hkid": range(1, p.hkids),
+                "pkg": range(p.packages), "entry": range(len(self.entries))}[kind]
+
     def entry(self, gpa: int, level: int) -> int:
         """Index of the S-EPT entry at ``level`` that maps ``gpa``."""
         return self.entries.index((level, gpa >> (12 + 9 * level)))

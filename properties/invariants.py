@@ -11,11 +11,11 @@ from __future__ import annotations
 from tdxcheck.model.actions import Action
 from tdxcheck.model.checks import keyid_lines, tlb_tracked
 from tdxcheck.model.enums import HostPage, KotState, OpState, PageType, TdLifecycle
-from tdxcheck.model.expr import And, Expr, If, Implies, Not, Or, lift
+from tdxcheck.model.expr import And, Any, Count, Domain, Expr, If, Implies, Not, Sym
 from tdxcheck.model.rule import LEAVES
 from tdxcheck.model.state import POST, S, Universe
 
-from .base import Clause, Invariant, invariant
+from .base import Clause, Invariant, forall, forall_pairs, invariant
 
 _LC = TdLifecycle
 _HOLDS_KEY = (_LC.TD_HKID_ASSIGNED, _LC.TD_KEYS_CONFIGURED, _LC.TD_BLOCKED)
@@ -29,17 +29,20 @@ def live(t: int) -> Expr:
     return S.tdr[t] != 0
 
 
-def private_lines(u: Universe) -> int:
-    """Dirty-map bits of every private KeyID: the HKIDs and the module's global KeyID."""
+def private_lines(u: Universe) -> int | Expr:
+    """Dirty-map bits of every private KeyID: the HKIDs and the module's global KeyID (a
+    symbol in the parametric reading, which proves no host clause)."""
     p = u.platform
+    if not isinstance(p.packages, int):
+        return Sym("private_lines")
     mask = 0
     for k in range(1, p.hkids + 1):
         mask |= ((1 << p.packages) - 1) << (k * p.packages)
     return mask
 
 
-def _pages(u: Universe) -> range:
-    return range(1, u.n_pages)
+def _pages(u: Universe) -> Domain:
+    return u.domain("page")
 
 
 def _taken(page: int) -> Expr:
@@ -58,21 +61,17 @@ def _nda_state(u: Universe) -> list[Clause]:
     """no-double-assignment, state part: a module-owned page is allocated to the TDX code
     (not back in the kernel), and no two live TDs hold the same HKID (KOT single owner,
     tdh_mng_create.c)."""
-    out = []
-    for p in _pages(u):
-        out.append(Clause(
-            Implies(S.pt[p].isin(_MODULE_OWNED), S.host[p] == HostPage.TDX),
-            f"page {u.page_name(p)} is owned by the module but the kernel allocator holds it"))
-    ts = range(len(u.tds))
-    for t1 in ts:
-        for t2 in ts:
-            if t1 < t2:
-                holds = And(live(t1), live(t2), S.lifecycle[t1].isin(_HOLDS_KEY),
-                            S.lifecycle[t2].isin(_HOLDS_KEY), S.hkid[t1] == S.hkid[t2])
-                out.append(Clause(Not(holds),
-                                  f"{u.tds[t1]} and {u.tds[t2]} hold the same HKID at once",
-                                  by="module"))
-    return out
+    out = forall(_pages(u), lambda p: Clause(
+        Implies(S.pt[p].isin(_MODULE_OWNED), S.host[p] == HostPage.TDX),
+        f"page {u.page_name(p)} is owned by the module but the kernel allocator holds it"))
+
+    def same_hkid(t1: Expr, t2: Expr) -> Clause:
+        holds = And(live(t1), live(t2), S.lifecycle[t1].isin(_HOLDS_KEY),
+                    S.lifecycle[t2].isin(_HOLDS_KEY), S.hkid[t1] == S.hkid[t2])
+        return Clause(Not(holds), f"{u.tds[t1]} and {u.tds[t2]} hold the same HKID at once",
+                      by="module")
+
+    return out + forall_pairs((u.domain("td"),), same_hkid)
 
 
 def _nda_step(u: Universe, a: Action) -> list[Clause]:
@@ -148,22 +147,25 @@ def _kav_state(u: Universe) -> list[Clause]:
     dirty lines under it and no vCPU that used it is still associated with an LP
     (tdh_mng_vpflushdone.c checks num_assoc_vcpus; tdh_mng_key_freeid.c the wbinvd bitmap)."""
     p = u.platform
-    out = []
-    for h in range(1, p.hkids):
+
+    def lines_gone(h: Expr, pg: Expr) -> Clause:
         free = S.kot_state[h] == KotState.KOT_STATE_HKID_FREE
-        lines = keyid_lines(p.packages, h)
-        for pg in _pages(u):
-            out.append(Clause(Implies(free, (S.dirty[pg] & lines) == 0),
-                              f"the KOT says HKID {h} is free while page {u.page_name(pg)} may "
-                              f"still hold dirty lines under it"))
-        for v in range(len(u.vps)):
-            t = S.owner[S.tdvpr[v]]
-            assoc = And(S.tdvpr[v] != 0, S.assoc[v] != 0, S.hkid[t] == h)
-            out.append(Clause(Implies(free, Not(assoc)),
-                              f"the KOT says HKID {h} is free while {u.vps[v]} is still "
-                              "associated with an LP (its cached VMCS is written back under "
-                              "that HKID on the next flush)"))
-    return out
+        return Clause(Implies(free, (S.dirty[pg] & keyid_lines(p.packages, h)) == 0),
+                      f"the KOT says HKID {h} is free while page {u.page_name(pg)} may "
+                      f"still hold dirty lines under it")
+
+    def unassociated(h: Expr, v: Expr) -> Clause:
+        free = S.kot_state[h] == KotState.KOT_STATE_HKID_FREE
+        t = S.owner[S.tdvpr[v]]
+        assoc = And(S.tdvpr[v] != 0, S.assoc[v] != 0, S.hkid[t] == h)
+        return Clause(Implies(free, Not(assoc)),
+                      f"the KOT says HKID {h} is free while {u.vps[v]} is still "
+                      "associated with an LP (its cached VMCS is written back under "
+                      "that HKID on the next flush)")
+
+    return forall(u.domain("hkid"), lambda h: [
+        *forall(_pages(u), lambda pg: lines_gone(h, pg)),
+        *forall(u.domain("vp"), lambda v: unassociated(h, v))])
 
 
 def _kav_step(u: Universe, a: Action) -> list[Clause]:
@@ -239,16 +241,13 @@ def _leak_state(u: Universe) -> list[Clause]:
     """no-leak: after check_no_leak every page is back in the kernel and PT_NDA, and every
     HKID back in the host pool (scenario-format.md §4)."""
     armed = S.leak_armed[0] == 1
-    out = []
-    for p in _pages(u):
-        out.append(Clause(Implies(armed, S.host[p] == HostPage.KERNEL),
-                          f"page {u.page_name(p)} is still allocated to the TDX code"))
-        out.append(Clause(Implies(armed, S.pt[p] == PageType.PT_NDA),
-                          f"page {u.page_name(p)} is still owned by the module"))
-    for h in range(1, u.platform.hkids):
-        out.append(Clause(Implies(armed, S.host_hkid[h] == 0),
-                          f"HKID {h} is not back in the host pool"))
-    return out
+    return forall(_pages(u), lambda p: [
+        Clause(Implies(armed, S.host[p] == HostPage.KERNEL),
+               f"page {u.page_name(p)} is still allocated to the TDX code"),
+        Clause(Implies(armed, S.pt[p] == PageType.PT_NDA),
+               f"page {u.page_name(p)} is still owned by the module")]) + forall(
+        u.domain("hkid"), lambda h: Clause(Implies(armed, S.host_hkid[h] == 0),
+                                           f"HKID {h} is not back in the host pool"))
 
 
 NO_LEAK = invariant(Invariant(
@@ -264,16 +263,15 @@ NO_LEAK = invariant(Invariant(
 def _owner_state(u: Universe) -> list[Clause]:
     """pamt-owner-live: every TDCX/TDVPR/EPT/REG page belongs to a TD whose TDR is still
     PT_TDR, and a TDR page is its own TD's TDR (pamt_manager.h; tdx-reference.md §11.1)."""
-    out = []
-    for p in _pages(u):
+    def owned(p: Expr) -> list[Clause]:
         t = S.owner[p]
-        out.append(Clause(
-            Implies(S.pt[p].isin(_CHILD_TYPES),
-                    And(S.tdr[t] != 0, S.pt[S.tdr[t]] == PageType.PT_TDR)),
-            f"page {u.page_name(p)} belongs to a TD whose TDR is gone"))
-        out.append(Clause(Implies(S.pt[p] == PageType.PT_TDR, S.tdr[t] == p),
-                          f"TDR page {u.page_name(p)} is not its TD's TDR"))
-    return out
+        return [Clause(Implies(S.pt[p].isin(_CHILD_TYPES),
+                               And(S.tdr[t] != 0, S.pt[S.tdr[t]] == PageType.PT_TDR)),
+                       f"page {u.page_name(p)} belongs to a TD whose TDR is gone"),
+                Clause(Implies(S.pt[p] == PageType.PT_TDR, S.tdr[t] == p),
+                       f"TDR page {u.page_name(p)} is not its TD's TDR")]
+
+    return forall(_pages(u), owned)
 
 
 invariant(Invariant(
@@ -286,22 +284,13 @@ invariant(Invariant(
 ))
 
 
-def _count(terms: list[Expr]) -> Expr:
-    total: Expr = lift(0)
-    for x in terms:
-        total = total + If(x, 1, 0)
-    return total
-
-
 def _chldcnt_state(u: Universe) -> list[Clause]:
     """chldcnt-matches-pages: TDR.chldcnt counts the 4K pages the TD owns (§7.5, §11.1);
     RECLAIM of the TDR relies on it."""
-    out = []
-    for t in range(len(u.tds)):
-        owned = [And(S.pt[p].isin(_CHILD_TYPES), S.owner[p] == t) for p in _pages(u)]
-        out.append(Clause(Implies(live(t), S.chldcnt[t] == _count(owned)),
-                          f"{u.tds[t]}.chldcnt differs from the number of pages it owns"))
-    return out
+    return forall(u.domain("td"), lambda t: Clause(
+        Implies(live(t), S.chldcnt[t] == Count(
+            _pages(u), lambda p: And(S.pt[p].isin(_CHILD_TYPES), S.owner[p] == t))),
+        f"{u.tds[t]}.chldcnt differs from the number of pages it owns"))
 
 
 invariant(Invariant(
@@ -316,26 +305,24 @@ invariant(Invariant(
 def _kot_state(u: Universe) -> list[Clause]:
     """kot-matches-lifecycle: an HKID is ASSIGNED/FLUSHED in the KOT exactly when a live TD
     holds it before TEARDOWN; BLOCKED means FLUSHED, earlier means ASSIGNED (§7.1, §11.2/4)."""
-    out = []
-    for h in range(1, u.platform.hkids):
-        held = Or(*(And(live(t), S.hkid[t] == h, S.lifecycle[t].isin(_HOLDS_KEY))
-                    for t in range(len(u.tds))))
+    def kot(h: Expr) -> Clause:
+        held = Any(u.domain("td"), lambda t: And(live(t), S.hkid[t] == h,
+                                                  S.lifecycle[t].isin(_HOLDS_KEY)))
         in_use = S.kot_state[h].isin((KotState.KOT_STATE_HKID_ASSIGNED,
                                       KotState.KOT_STATE_HKID_FLUSHED))
-        out.append(Clause(in_use == held,
-                          f"KOT state of HKID {h} disagrees with the TDs' lifecycles"))
-    for t in range(len(u.tds)):
+        return Clause(in_use == held, f"KOT state of HKID {h} disagrees with the TDs' lifecycles")
+
+    def lifecycle(t: Expr) -> list[Clause]:
         h = S.hkid[t]
-        out.append(Clause(
-            Implies(And(live(t), S.lifecycle[t] == _LC.TD_BLOCKED),
-                    S.kot_state[h] == KotState.KOT_STATE_HKID_FLUSHED),
-            f"{u.tds[t]} is TD_BLOCKED but its HKID is not HKID_FLUSHED"))
-        out.append(Clause(
-            Implies(And(live(t), S.lifecycle[t].isin((_LC.TD_HKID_ASSIGNED,
-                                                       _LC.TD_KEYS_CONFIGURED))),
-                    S.kot_state[h] == KotState.KOT_STATE_HKID_ASSIGNED),
-            f"{u.tds[t]} holds its HKID but the KOT does not say HKID_ASSIGNED"))
-    return out
+        return [Clause(Implies(And(live(t), S.lifecycle[t] == _LC.TD_BLOCKED),
+                               S.kot_state[h] == KotState.KOT_STATE_HKID_FLUSHED),
+                       f"{u.tds[t]} is TD_BLOCKED but its HKID is not HKID_FLUSHED"),
+                Clause(Implies(And(live(t), S.lifecycle[t].isin((_LC.TD_HKID_ASSIGNED,
+                                                                  _LC.TD_KEYS_CONFIGURED))),
+                               S.kot_state[h] == KotState.KOT_STATE_HKID_ASSIGNED),
+                       f"{u.tds[t]} holds its HKID but the KOT does not say HKID_ASSIGNED")]
+
+    return forall(u.domain("hkid"), kot) + forall(u.domain("td"), lifecycle)
 
 
 invariant(Invariant(
@@ -350,15 +337,11 @@ invariant(Invariant(
 def _assoc_state(u: Universe) -> list[Clause]:
     """assoc-count-matches: TDCS.num_assoc_vcpus equals the number of the TD's vCPUs
     associated with an LP (helpers.c associate_vcpu; §11.5)."""
-    out = []
-    for t in range(len(u.tds)):
-        mine = [And(S.tdvpr[v] != 0, S.owner[S.tdvpr[v]] == t, S.assoc[v] != 0)
-                for v in range(len(u.vps))]
-        out.append(Clause(
-            Implies(And(live(t), S.op_state[t] != OpState.OP_STATE_UNINITIALIZED),
-                    S.num_assoc[t] == _count(mine)),
-            f"{u.tds[t]}.num_assoc_vcpus differs from its associated vCPUs"))
-    return out
+    return forall(u.domain("td"), lambda t: Clause(
+        Implies(And(live(t), S.op_state[t] != OpState.OP_STATE_UNINITIALIZED),
+                S.num_assoc[t] == Count(u.domain("vp"), lambda v: And(
+                    S.tdvpr[v] != 0, S.owner[S.tdvpr[v]] == t, S.assoc[v] != 0))),
+        f"{u.tds[t]}.num_assoc_vcpus differs from its associated vCPUs"))
 
 
 invariant(Invariant(
@@ -374,10 +357,9 @@ def _keys_state(u: Universe) -> list[Clause]:
     """keys-configured-all-packages: TD_KEYS_CONFIGURED only once KEY.CONFIG ran on every
     package (tdh_mng_key_config.c; §8, §11.3)."""
     allp = u.platform.all_packages
-    return [Clause(Implies(And(live(t), S.lifecycle[t] == _LC.TD_KEYS_CONFIGURED),
-                           S.pkg_config[t] == allp),
-                   f"{u.tds[t]} is TD_KEYS_CONFIGURED but not every package is configured")
-            for t in range(len(u.tds))]
+    return forall(u.domain("td"), lambda t: Clause(
+        Implies(And(live(t), S.lifecycle[t] == _LC.TD_KEYS_CONFIGURED), S.pkg_config[t] == allp),
+        f"{u.tds[t]} is TD_KEYS_CONFIGURED but not every package is configured"))
 
 
 invariant(Invariant(
@@ -404,16 +386,16 @@ def _tlb_step(u: Universe, a: Action) -> list[Clause]:
     page = S.sept_page[t, e]
     removed = And(S.pt[tdr] == PageType.PT_TDR, S.pt[page] != PageType.PT_NDA,
                   POST.pt[page] == PageType.PT_NDA)
-    out = []
-    for v in range(len(u.vps)):
+    def tracked(v: Expr) -> Clause:
         running = And(S.tdvpr[v] != 0, S.owner[S.tdvpr[v]] == t, S.in_guest[v] == 1)
         # entered after the block: its epoch is newer than the page's block epoch
         vage = If(S.vepoch[v] == S.epoch[t], 0, 1)
-        out.append(Clause(
+        return Clause(
             Implies(And(removed, running), vage < S.bepoch_age[page]),
             f"a page left {a.step}'s TD while {u.vps[v]} runs in the guest and may still hold "
-            "a TLB translation to it (no BLOCK + TRACK + exit since)"))
-    return out
+            "a TLB translation to it (no BLOCK + TRACK + exit since)")
+
+    return forall(u.domain("vp"), tracked)
 
 
 invariant(Invariant(

@@ -135,7 +135,7 @@ def test_check_host_kvm_json_and_trace_files(tmp_path: Path) -> None:
     (("replay", "--ablate", "nope"), "unknown module check 'nope'"),
     (("prove", "--config", "tiny", "--ablate", "nope"), "unknown module check"),
     (("prove", "--config", "tiny", "--invariant", "nope"), "unknown invariant"),
-    (("prove", "--host", "x.tdx"), "x.tdx:0: cannot read"),
+    (("prove", "--host", "x.tdx"), "x.tdx: cannot read"),
     (("mutants", "--only", "nope"), "unknown mutant"),
     (("ablate", "--host", "kvm", "a=1"), "named configurations"),
     (("ablate", "--check", "nope"), "unknown module check"),

@@ -185,7 +185,19 @@ def test_dot_is_well_formed_and_styles_error_loops() -> None:
     assert text.startswith('digraph "tdxcheck_td" {') and text.rstrip().endswith("}")
     loops = [ln for ln in text.splitlines() if "->" in ln and 'style="dashed"' in ln]
     assert loops and all(ln.split()[0] == ln.split()[2] for ln in loops)  # self-loops only
-    assert all('label="errors x' in ln for ln in loops)
+    # a loop carries no label (its calls are listed inside its node: no text on arrows)
+    assert all("label=" not in ln and "tooltip=" in ln for ln in loops)
+    nodes = {ln.split()[0]: ln for ln in text.splitlines()
+             if ln.startswith("  ") and "[label=" in ln and "->" not in ln}
+    for ln in loops:
+        assert '<FONT COLOR="firebrick"' in nodes[ln.split()[0]]
+        assert "errors x" in nodes[ln.split()[0]]
+    # the errors most often returned there come first, with their counts
+    node0 = next(n for n in G.nodes if G.nodes[n]["label"] == "HKID_ASSIGNED\nUNINITIALIZED")
+    errs = sorted(((d["count"], d["wrapper"], d["status"]) for a, b, d in G.edges(node0, data=True)
+                   if b == node0 and d["kind"] == "error"), key=lambda x: (-x[0], x[1], x[2]))
+    top = errs[0]
+    assert f"{top[1]} {top[2].removeprefix('TDX_')} x{top[0]:,}" in nodes[str(node0)]
     pydot = pytest.importorskip("pydot")
     (parsed,) = pydot.graph_from_dot_data(text)
     assert len(parsed.get_nodes()) >= G.number_of_nodes()
@@ -216,7 +228,7 @@ def test_outputs_are_deterministic(small_full: nx.MultiDiGraph) -> None:
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tdxcheck.checker", *args],
-                          capture_output=True, text=True, timeout=300, env=env)
+                          capture_output=True, text=True, timeout=300, env=env, check=False)
 
 
 def test_cli_graph_formats_and_hash_seed(tmp_path: Path) -> None:
@@ -246,3 +258,133 @@ def test_cli_graph_usage_errors(args: tuple[str, ...], needle: str) -> None:
     p = run("graph", "-q", *args)
     assert p.returncode == 2
     assert needle in p.stderr and "Traceback" not in p.stderr
+
+
+# ------------------------------------------------------------------ explored once
+@pytest.mark.parametrize("overrides,ablate", [
+    ({}, ()),
+    (TWO_TDS, ()),
+    ({}, ("mng.key_freeid.wbinvd_done",)),  # a violation: shortest counterexamples agree
+    ({}, ("vp.flush.associated_here",)),  # two invariants break, one a state encoding
+])
+def test_one_walk_gives_what_check_gives(overrides: dict[str, str],
+                                         ablate: tuple[str, ...]) -> None:
+    """``report`` explores once: the traced coverage walk's result is ``check --all``'s
+    (the explorer's), state for state: verdict, counts, depth, every shortest
+    counterexample step by step, every witness."""
+    from tdxcheck.checker.explore.check import run_check
+
+    config = make_config("tiny", overrides)
+    want = run_check(config=config, all_violations=True, ablate=ablate).result
+    w, cov, gs = graphs.explore_once(config, faults=False, ablate=ablate)
+    got = w.result
+    assert got is not None
+    for f in ("verdict", "states", "transitions", "depth", "peak_queue",
+              "new_states_by_edge"):
+        assert getattr(got, f) == getattr(want, f), f
+    assert [(c.invariant, c.path, c.states) for c in got.violations] == \
+        [(c.invariant, c.path, c.states) for c in want.violations]
+    assert {k: v and v.path for k, v in got.witnesses.items()} == \
+        {k: v and v.path for k, v in want.witnesses.items()}
+    assert (cov.states, cov.verdict) == (want.states, want.verdict)
+    assert set(gs) == set(graphs.PROJECTIONS)
+    if ablate:
+        assert got.violations
+    # the same coverage and projections as a walk without traces
+    cov2, gs2 = graphs.projections_and_coverage(config, ablate=ablate)
+    assert cov.to_json() == cov2.to_json()
+    for n in graphs.PROJECTIONS:
+        assert edge_multiset(gs[n], "label") == edge_multiset(gs2[n], "label")
+
+
+# ------------------------------------------------------------------ pictures without dot
+def _boxes(svg: str) -> list[tuple[str, float, float, float, float]]:
+    """(kind, x, y, w, h) of every node box (rx 6) and arrow label box (rx 3)."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(svg.split("?>", 1)[1] if svg.startswith("<?xml") else svg)
+    out = []
+    for r in root.iter("{http://www.w3.org/2000/svg}rect"):
+        kind = {"6": "node", "3": "label"}.get(r.get("rx", ""))
+        if kind:
+            out.append((kind, *(float(r.get(k, "0")) for k in ("x", "y", "width", "height"))))
+    return out
+
+
+def test_layered_svg_draws_every_projection_without_overlap() -> None:
+    """The networkx drawing: well-formed SVG, every node and every arrow (one path per
+    node pair that changed), each label in a box of its own: no two boxes (nodes, labels)
+    overlap, and each box is wide enough for its text; deterministic."""
+    from tdxcheck.checker.output.draw import EM, SMALL_PX, TITLE_PX, layered_svg
+
+    gs = graphs.projection_graphs(make_config("tiny", {}))
+    for name, G in gs.items():
+        D = graphs.drawing(G)
+        svg = layered_svg(D)
+        assert svg == layered_svg(graphs.drawing(G)), name
+        boxes = _boxes(svg)
+        assert sum(1 for b in boxes if b[0] == "node") == G.number_of_nodes()
+        pairs = {(a, b) for a, b in G.edges() if a != b}
+        assert svg.count("<path ") == len(pairs) == len(D.edges)
+        assert sum(1 for b in boxes if b[0] == "label") == len(pairs)
+        for i, (_k, x, y, w, h) in enumerate(boxes):
+            for _k2, x2, y2, w2, h2 in boxes[i + 1:]:
+                assert x + w <= x2 or x2 + w2 <= x or y + h <= y2 or y2 + h2 <= y, name
+        for n in D.nodes:
+            for t in n.title:
+                assert f">{t}</text>" in svg
+        # every box is as wide as its longest line (monospace: 0.6 em a character)
+        node_w = sorted(b[3] for b in boxes if b[0] == "node")
+        need = sorted(max(max(len(t) * TITLE_PX * EM for t in n.title),
+                          max((len(x) * SMALL_PX * EM for k in n.loops for x in n.loops[k]),
+                              default=0.0)) for n in D.nodes)
+        assert all(w >= x for w, x in zip(node_w, need, strict=True)), name
+    assert "errors x" in layered_svg(graphs.drawing(gs["td"]))
+
+
+def test_svg_without_dot_and_size_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    G = graphs.projection_graphs(make_config("tiny", {}), ["hkid"])["hkid"]
+    monkeypatch.setattr(graphs, "dot_available", lambda: False)
+    monkeypatch.setattr(graphs.shutil, "which", lambda _x: None)
+    svg = graphs.write(G, "svg").decode()
+    assert svg.startswith("<?xml") and "HKID_FREE" in svg and "DejaVu Sans Mono" in svg
+    with pytest.raises(graphs.GraphError, match="--format svg draws without it"):
+        graphs.write(G, "png")
+    inline = graphs.inline_svg(G)
+    assert inline.startswith("<svg") and 'width="100%" style="max-width: ' in inline
+    big = nx.MultiDiGraph(name="full")
+    big.add_nodes_from(range(graphs.MAX_DRAW_NODES + 1))
+    with pytest.raises(graphs.GraphError, match="too large to draw"):
+        graphs.write(big, "svg")
+
+
+def test_graphviz_timeout_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(graphs.shutil, "which", lambda _x: "/usr/bin/dot")
+
+    def slow(*_a: Any, **kw: Any) -> Any:
+        raise subprocess.TimeoutExpired("dot", kw.get("timeout", 0))
+
+    monkeypatch.setattr(graphs.subprocess, "run", slow)
+    with pytest.raises(graphs.GraphError, match="did not finish drawing in 120 s"):
+        graphs.render("digraph {}", "svg")
+
+
+def test_cli_svg_without_dot_and_full_graph_too_large(tmp_path: Path) -> None:
+    """With nothing on the PATH (no dot): ``--format svg`` draws with networkx; the full
+    graph of tiny is refused at once with one line (it used to run 305 s and time out)."""
+    svgs = []
+    for seed in ("1", "2"):  # the drawing does not depend on hash order
+        env = dict(os.environ, PATH=str(tmp_path), PYTHONHASHSEED=seed)
+        out = tmp_path / f"hkid-{seed}.svg"
+        p = run("graph", "--projection", "hkid", "-o", str(out), "-q", env=env)
+        assert p.returncode == 0, p.stderr
+        assert out.read_text().startswith("<?xml") and "(svg)" in p.stdout
+        svgs.append(out.read_text())
+    assert svgs[0] == svgs[1]
+    p = run("graph", "--projection", "hkid", "--format", "png", "-o", str(tmp_path / "x.png"),
+            "-q", env=env)
+    assert p.returncode == 2 and "--format png needs Graphviz" in p.stderr
+    p = run("graph", "--projection", "full", "--format", "svg", "-o", str(tmp_path / "f.svg"),
+            "-q")
+    assert p.returncode == 2 and "too large to draw" in p.stderr
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1

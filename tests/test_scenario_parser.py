@@ -357,7 +357,7 @@ def test_parse_file_unreadable(tmp_path):
         parse_file(missing)
     e = ei.value
     assert (e.file, e.line) == (str(missing), 0)
-    assert str(e).startswith(f"{missing}:0: cannot read: ")
+    assert str(e).startswith(f"{missing}: cannot read: ")
     assert "No such file" in e.reason
     with pytest.raises(ScenarioError, match="cannot read"):
         parse_file(tmp_path)  # a directory

@@ -27,13 +27,22 @@ from __future__ import annotations
 
 import json
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tdxcheck.checker.explore.bfs import make_packer
+from tdxcheck.checker.explore.bfs import (
+    HOLDS,
+    VIOLATED,
+    Counterexample,
+    ExploreResult,
+    make_packer,
+    rebuild,
+)
+from tdxcheck.checker.explore.engine import STATE_ENCODING, Violation
 from tdxcheck.checker.scenario import InputError
 from tdxcheck.checker.version import JSON_SCHEMA, config_json, envelope
 from tdxcheck.model.actions import Action
@@ -265,6 +274,10 @@ class Walk:
     new_states_by_edge: list[int] = field(default_factory=list)
     violated: set[str] = field(default_factory=set)  # invariants some state or step broke
     witnesses: dict[str, bool] = field(default_factory=dict)
+    trace: Any = None  # with ``trace``: parents and first violations (``_Trace``)
+    #: with ``trace``: what ``check --all`` returns for the same exploration (verdict,
+    #: counts, shortest counterexamples, witnesses), so one walk serves check too
+    result: ExploreResult | None = None
 
     @property
     def verdict(self) -> str:
@@ -311,6 +324,7 @@ def walk(
     progress_every: float = 2.0,
     witnesses: Callable[[State], list[str]] | None = None,
     witness_ids: Sequence[str] = (),
+    trace: bool = False,
 ) -> Walk:
     """Breadth-first over every reachable state of ``prog`` (``AnyHost(coverage=True)``).
 
@@ -320,6 +334,13 @@ def walk(
     ``acc[key_of(s)]``, and every state change ``s -> n`` into ``changes[(key_of(s),
     edge, status, succ_key(n, canon(n)))]``.  (``explore`` itself cannot serve here: it
     also calls ``successors`` to rebuild traces, which would count those states again.)
+
+    With ``trace`` the walk also keeps what ``explore(stop_at_first=False)`` keeps (each
+    state's parent and edge, the first state or step that broke each invariant, where each
+    witness was first reached) and sets ``result`` to the ``ExploreResult`` that
+    ``check --all`` gives for this program: same verdict, counts, depth and shortest
+    counterexamples (``tests/test_graphs.py`` holds the two engines to that), so
+    ``tdxcheck report`` explores once for check, coverage and the graphs.
 
     How: the fused successor function counts into its global ``C``, which is the program's
     ``cov_counts``; the walk points both at the current key's array before each state.
@@ -337,19 +358,37 @@ def walk(
     init = norm(prog.initial())
     w = Walk(prog, canon is not None, new_states_by_edge=[0] * len(prog.edges))
     todo = set(witness_ids)
+    # with trace: per state index (breadth-first order) its parent and edge; per invariant
+    # the first (state index, edges after it, message) that broke it; per witness the
+    # index of the first state that reached it
+    parent, via = array("i", [-1]), array("i", [-1])
+    found: dict[str, tuple[int, list[int], str]] = {}
+    reached_at: dict[str, int] = {}
+    n_states = 1
+    peak = 1
+    encoding = Violation(STATE_ENCODING, "a state cell left its declared range "
+                         "(a counter below 0 or above its bound)", 0)
 
-    def reach(st: State) -> None:
+    def record(viol: Sequence[Violation], i: int, tail: list[int]) -> None:
+        for v in viol:
+            w.violated.add(v.invariant)
+            if trace and v.invariant not in found:
+                found[v.invariant] = (i, tail, v.message)
+
+    def reach(st: State, j: int) -> None:
         assert witnesses is not None
         for wid in witnesses(st):
-            todo.discard(wid)
+            if wid in todo:
+                todo.discard(wid)
+                reached_at[wid] = j
 
     if witnesses is not None and todo:
-        reach(init)
+        reach(init, 0)
     seen = {pack(init)}
-    queue: deque[bytes] = deque([pack(init)])
+    queue: deque[tuple[bytes, int]] = deque([(pack(init), 0)])
     bad = prog.state_violations(init)
     if bad:
-        w.violated.update(v.invariant for v in bad)
+        record(bad, 0, [])
         w.errors.append(key_of(init))
         queue.clear()
     hidden = [entry[0].action.kind not in LEAVES for entry in prog._table]
@@ -357,9 +396,11 @@ def walk(
     acc, visits, changes = w.acc, w.visits, w.changes
     next_report = t0 + progress_every
     n_changes = 0
+    viol_loops = 0  # self-loops yielded for their step violation (explore counts them)
     try:
         while queue:
-            s = unpack(queue.popleft())
+            b0, i = queue.popleft()
+            s = unpack(b0)
             k = key_of(s)
             C = acc.get(k)
             if C is None:
@@ -370,8 +411,9 @@ def walk(
             visits[k] = visits.get(k, 0) + 1
             for eid, status, n, viol in prog.successors(s):
                 if viol:
-                    w.violated.update(v.invariant for v in viol)
+                    record(viol, i, [eid])
                 if n == s:  # a self-loop yielded for its step violation: counted in C
+                    viol_loops += 1
                     continue
                 n_changes += 1
                 if status is None or hidden[eid]:
@@ -382,33 +424,41 @@ def walk(
                 ck = (k, eid, status, kn)
                 changes[ck] = changes.get(ck, 0) + 1
                 try:
-                    b = pack(cn)
-                except OverflowError:
-                    w.violated.add("state-encoding")
-                    w.errors.append(kn)
-                    continue
-                if b in seen:
-                    continue
-                seen.add(b)
+                    b: bytes | None = pack(cn)
+                except OverflowError:  # a cell left its range: only a broken (ablated) rule
+                    b = None
+                if b is not None:
+                    if b in seen:
+                        continue
+                    seen.add(b)
+                j = n_states
+                n_states += 1
+                if trace:
+                    parent.append(i)
+                    via.append(eid)
                 w.new_states_by_edge[eid] += 1
                 if todo:
-                    reach(n)
+                    reach(n, j)
                 bad = prog.state_violations(n)
+                if b is None:
+                    bad = [*bad, encoding]
                 if bad:
-                    w.violated.update(v.invariant for v in bad)
+                    # an error state is reported, not expanded (as in explore)
+                    record(bad, j, [])
                     w.errors.append(kn)
                     continue
-                queue.append(b)
-                if max_states is not None and len(seen) > max_states:
+                queue.append((b, j))
+                if max_states is not None and n_states > max_states:
                     raise TooManyStates(
                         f"more than {max_states:,} states: too many for a full graph (use a "
                         f"projection, a smaller configuration, or --max-states)")
+            peak = max(peak, len(queue))
             if progress is not None:
                 now = time.monotonic()
                 if now >= next_report:
                     next_report = now + progress_every
-                    progress({"states": len(seen), "queue": len(queue), "depth": 0,
-                              "transitions": n_changes + prog.self_loops - loops0,
+                    progress({"states": n_states, "queue": len(queue), "depth": 0,
+                              "transitions": n_changes + viol_loops + prog.self_loops - loops0,
                               "seconds": now - t0})
     finally:
         g["C"] = total
@@ -417,11 +467,62 @@ def walk(
             for i, v in enumerate(C):
                 if v:
                     total[i] += v
-    w.states = len(seen)
-    w.transitions = n_changes + prog.self_loops - loops0
+    w.states = n_states
+    w.transitions = n_changes + viol_loops + prog.self_loops - loops0
     w.seconds = time.monotonic() - t0
     w.witnesses = {wid: wid not in todo for wid in witness_ids}
+    if trace:
+        w.result = ExploreResult(
+            VIOLATED if found else HOLDS, "", n_states, w.transitions, 0, w.seconds,
+            peak_queue=peak, new_states_by_edge=list(w.new_states_by_edge))
+        w.trace = _Trace(parent, via, found, reached_at, norm, witnesses)
     return w
+
+
+@dataclass
+class _Trace:
+    """What a traced walk kept to rebuild its counterexamples (``finish_trace``)."""
+
+    parent: array[int]
+    via: array[int]
+    found: dict[str, tuple[int, list[int], str]]
+    reached: dict[str, int]
+    norm: Callable[[State], State]
+    witnesses: Callable[[State], list[str]] | None
+
+    def edges_to(self, i: int) -> list[int]:
+        out: list[int] = []
+        while i > 0:
+            out.append(self.via[i])
+            i = self.parent[i]
+        out.reverse()
+        return out
+
+
+def finish_trace(w: Walk, witness_ids: Sequence[str]) -> None:
+    """Rebuild a traced walk's shortest counterexamples and witness runs as concrete runs
+    (``bfs.rebuild``, as ``explore`` does) and its depth.  Call it after the coverage is
+    read off the program: rebuilding steps the program again, which counts."""
+    t = w.trace
+    res = w.result
+    if t is None or res is None:
+        raise ValueError("finish_trace needs a walk with trace=True")
+    prog = w.prog
+    cxs = [rebuild(prog, inv, msg, t.edges_to(i) + tail, t.norm)
+           for inv, (i, tail, msg) in t.found.items()]
+    cxs.sort(key=lambda c: (c.length, c.invariant))
+    wit: dict[str, Counterexample | None] = {}
+    fn = t.witnesses
+    for wid in witness_ids:
+        if wid in t.reached:
+            assert fn is not None
+            wit[wid] = rebuild(prog, wid, "", t.edges_to(t.reached[wid]), t.norm,
+                               check=lambda st, wid=wid: wid in fn(st))  # type: ignore[misc]
+        else:
+            wit[wid] = None
+    res.violations = cxs
+    res.witnesses = wit
+    res.depth = len(t.edges_to(res.states - 1))
 
 
 def program(config: Any, *, faults: bool = False, ablate: Sequence[str] = (),
@@ -445,19 +546,25 @@ def collect(
     progress: Callable[[dict[str, float]], None] | None = None,
     key_of: Callable[[State], Hashable] | None = None,
     succ_key: Callable[[State, State], Hashable] | None = None,
+    trace: bool = False,
 ) -> tuple[Coverage, Walk]:
     """Walk every reachable state of ``config`` (as ``check --all`` explores it) with the
-    counters on; return the coverage and the walk (keyed by ``key_of`` for projections)."""
+    counters on; return the coverage and the walk (keyed by ``key_of`` for projections).
+    With ``trace``, ``walk.result`` is also what ``check --all`` returns (its
+    counterexamples rebuilt once the counters are read)."""
     from tdxcheck.checker.explore.check import witness_fn
 
     prog, canon = program(config, faults=faults, ablate=ablate, symmetry=symmetry)
     wids = [x.id for x in WITNESSES if x.possible(prog.u, faults)]
     w = walk(prog, key_of or _one_key, succ_key or _one_key, canon, progress=progress,
-             witnesses=witness_fn(prog, wids) if wids else None, witness_ids=wids)
+             witnesses=witness_fn(prog, wids) if wids else None, witness_ids=wids,
+             trace=trace)
     cov = coverage_of(prog, w.new_states_by_edge, config=config.name,
                       description=config.describe(), symmetry=canon is not None,
                       faults=faults, ablate=ablate, verdict=w.verdict, states=w.states,
                       transitions=w.transitions, witnesses=w.witnesses)
+    if trace:
+        finish_trace(w, wids)
     return cov, w
 
 

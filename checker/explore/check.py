@@ -94,7 +94,7 @@ def run_check(
     else:
         assert config is not None
         prog = AnyHost(config.universe(), faults=faults, ablate=ablate)
-        title = f"host any, config {config.describe()}"
+        title = any_host_title(config)
         use_sym = True if symmetry is None else symmetry
         u = prog.u
         wids = [w.id for w in WITNESSES if w.possible(u, faults)] if witnesses else []
@@ -106,14 +106,26 @@ def run_check(
                   canon=canon, fingerprint=fingerprint,
                   witnesses=witness_fn(prog, wids) if wids else None, witness_ids=wids,
                   workers=workers)
-    run = CheckRun(title, prog, res, use_sym)
-    run.labels = [labels_of(prog, cx) for cx in res.violations]
-    run.witness_labels = {w: labels_of(prog, cx) for w, cx in res.witnesses.items() if cx}
-    run.peak_rss_mib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                           res.memory_mib)
+    run = check_run_of(prog, res, use_sym, title)
     if trace_out is not None:
         run.files = write_traces(run, trace_out)
     return run
+
+
+def check_run_of(prog: Any, res: ExploreResult, symmetry: bool, title: str) -> CheckRun:
+    """A ``CheckRun`` from an exploration's result (``run_check``'s, or the traced
+    coverage walk's that ``tdxcheck report`` reuses): labels of every trace."""
+    run = CheckRun(title, prog, res, symmetry)
+    run.labels = [labels_of(prog, cx) for cx in res.violations]
+    run.witness_labels = {w: labels_of(prog, cx) for w, cx in res.witnesses.items() if cx}
+    # the worker processes' memory too (parallel.py reports it in memory_mib)
+    run.peak_rss_mib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                           res.memory_mib)
+    return run
+
+
+def any_host_title(config: Config) -> str:
+    return f"host any, config {config.describe()}"
 
 
 def write_traces(run: CheckRun, out: Path) -> list[list[str]]:

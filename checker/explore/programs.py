@@ -144,11 +144,22 @@ def counter_cells(lay: Layout) -> list[int]:
 
 
 # ------------------------------------------------------------------ any host
+def any_host_guard(kind: str, slot: Any) -> Expr | None:
+    """The any host's own condition for an action (None: none): it creates a TD (a vCPU)
+    only in a free slot, as a host keeps one ``struct tdx_td`` per TD (``slot``: the ``td``
+    or ``vp`` operand; an int, or a term in the parametric reading)."""
+    from tdxcheck.model.state import S
+
+    if kind == "TDH.MNG.CREATE":
+        return S.tdr[slot] == 0
+    if kind == "TDH.VP.CREATE":
+        return S.tdvpr[slot] == 0
+    return None
+
+
 def any_host_actions(u: Universe) -> list[tuple[Action, Expr | None]]:
     """Every SEAMCALL with every operand of the universe, plus the guest's own steps, each
     with its host-side guard (a struct must be free before TDH.MNG.CREATE/VP.CREATE)."""
-    from tdxcheck.model.state import S
-
     p = u.platform
     pages = range(1, u.n_pages)
     cpus = range(p.cpus)
@@ -162,7 +173,8 @@ def any_host_actions(u: Universe) -> list[tuple[Action, Expr | None]]:
     for t in range(len(u.tds)):
         for pg in pages:
             for h in range(1, p.hkids):
-                add("tdh_mng_create", "TDH.MNG.CREATE", S.tdr[t] == 0, td=t, tdr=pg, hkid=h)
+                add("tdh_mng_create", "TDH.MNG.CREATE", any_host_guard("TDH.MNG.CREATE", t),
+                    td=t, tdr=pg, hkid=h)
     for pg in pages:
         for c in cpus:
             add("tdh_mng_key_config", "TDH.MNG.KEY.CONFIG", cpu=c, tdr=pg)
@@ -178,7 +190,8 @@ def any_host_actions(u: Universe) -> list[tuple[Action, Expr | None]]:
     for v in range(len(u.vps)):
         for q in pages:
             for pg in pages:
-                add("tdh_vp_create", "TDH.VP.CREATE", S.tdvpr[v] == 0, vp=v, tdvpr=q, tdr=pg)
+                add("tdh_vp_create", "TDH.VP.CREATE", any_host_guard("TDH.VP.CREATE", v),
+                    vp=v, tdvpr=q, tdr=pg)
     for pg in pages:
         for q in pages:
             add("tdh_vp_addcx", "TDH.VP.ADDCX", page=q, tdvpr=pg)

@@ -335,6 +335,27 @@ def projections_and_coverage(
     return cov, {n: project(w, S, n, meta) for n in names}
 
 
+def explore_once(
+    config: Any,
+    names: Sequence[str] = PROJECTIONS,
+    *,
+    faults: bool = False,
+    ablate: Sequence[str] = (),
+    progress: Progress | None = None,
+) -> tuple[Walk, Coverage, dict[str, nx.MultiDiGraph]]:
+    """One traced coverage walk of ``config`` (symmetry on, as ``check``): the walk, whose
+    ``result`` is what ``check --all`` returns; the coverage; each named projection.
+    ``tdxcheck report`` needs nothing else from the state space."""
+    for n in names:
+        if n not in PROJECTION:
+            raise GraphError(f"unknown projection {n!r} (have: {', '.join(PROJECTIONS)})")
+    S = Signature(Layout(config.universe()))
+    cov, w = collect(config, faults=faults, ablate=ablate, progress=progress, key_of=S.get,
+                     succ_key=S, trace=True)
+    meta = _meta(config, w)
+    return w, cov, {n: project(w, S, n, meta) for n in names}
+
+
 def projection_graphs(config: Any, names: Sequence[str] = PROJECTIONS, symmetry: bool = True,
                       progress: Progress | None = None) -> dict[str, nx.MultiDiGraph]:
     return projections_and_coverage(config, names, symmetry=symmetry, progress=progress)[1]
@@ -425,41 +446,128 @@ _STYLE = {
     "same": 'style="dotted", color="gray45", fontcolor="gray35"',
     "error": 'style="dashed", color="firebrick", fontcolor="firebrick"',
 }
-_MAX_LINES = 5
+_MAX_LINES = 5  # lines of an arrow's label
+_LOOP_LINES = {"error": 3, "same": 2}  # lines of a node's self-loop summary, per kind
+_LOOP_HEAD = {"error": "errors", "same": "unchanged"}
 
 
-def to_dot(G: nx.MultiDiGraph) -> str:
-    """DOT text: one arrow per (from, to, kind), its label the wrappers and statuses with
-    counts (largest first, at most five lines, the rest in the tooltip)."""
+@dataclass
+class DrawNode:
+    """A node as drawn: its label, and its self-loops summed up inside it (``error``: the
+    calls that failed there, ``same``: successes that left it as it was), largest first.
+    Drawing them inside the node keeps their text off the arrows (it cannot overlap)."""
+
+    id: int
+    title: list[str]
+    loops: dict[str, list[str]]  # kind -> ["errors x1,296", "wrapper STATUS x288", ...]
+    tooltip: str
+
+
+@dataclass
+class DrawEdge:
+    """One arrow: a node pair's state changes (the wrappers and statuses, largest first)."""
+
+    a: int
+    b: int
+    lines: list[str]
+    tooltip: str
+
+
+@dataclass
+class Drawing:
+    head: str
+    nodes: list[DrawNode]
+    edges: list[DrawEdge]
+    loops: list[tuple[int, str, str]]  # (node, kind, tooltip): the self-loops, for DOT
+
+
+def drawing(G: nx.MultiDiGraph) -> Drawing:
+    """What both renderers (Graphviz's dot and ``draw.layered_svg``) draw: one arrow per
+    node pair that changed, its label at most five lines (the rest in its tooltip), and
+    each node's self-loops as a few lines inside the node."""
     title = G.graph.get("title", G.graph.get("name", ""))
     cfg = G.graph.get("config", "")
     head = f"{title}\nconfig {cfg}; {G.graph.get('counting', '')}".strip()
-    out = [f"digraph {_q('tdxcheck_' + str(G.graph.get('name', 'graph')))} {{",
-           f"  graph [label={_q(head)}, labelloc=\"t\", fontname=\"Helvetica\", fontsize=11, "
-           f"rankdir={_q(str(G.graph.get('rankdir', 'TB')))}];",
-           '  node [shape="box", style="rounded", fontname="Helvetica", fontsize=10];',
-           '  edge [fontname="Helvetica", fontsize=8];',
-           '  // edges: solid = the node changed; dashed red = error self-loop; '
-           'dotted gray = success that left the node unchanged']
-    for n, d in sorted(G.nodes(data=True)):
-        tip = f"{d.get('states', 0):,} state(s)"
-        out.append(f"  {n} [label={_q(str(d.get('label', n)))}, tooltip={_q(tip)}];")
-    groups: dict[tuple[int, int, str], list[tuple[int, str]]] = {}
+    groups: dict[tuple[int, int, str], list[tuple[int, str, str]]] = {}
     for a, b, d in G.edges(data=True):
         groups.setdefault((a, b, d["kind"]), []).append(
-            (d["count"], f"{d['wrapper']} {d['status']} x{d['count']:,}"))
-    for (a, b, kind), items in sorted(groups.items(),
-                                      key=lambda kv: (kv[0][0], kv[0][1], KIND_ORDER[kv[0][2]])):
-        items.sort(key=lambda x: (-x[0], x[1]))
-        lines = [t for _c, t in items]
+            (d["count"], d["wrapper"], d["status"]))
+    nodes = []
+    loops = []
+    for n, d in sorted(G.nodes(data=True)):
+        node_loops = {}
+        tips = [f"{d.get('states', 0):,} state(s)"]
+        for kind in ("error", "same"):
+            items = sorted(groups.get((n, n, kind), []), key=lambda x: (-x[0], x[1], x[2]))
+            if not items:
+                continue
+            total = sum(c for c, _w, _s in items)
+            lines = [f"{w} {st.removeprefix('TDX_')} x{c:,}" for c, w, st in items]
+            k = _LOOP_LINES[kind]
+            shown = lines[:k] + ([f"... {len(lines) - k} more"] if len(lines) > k else [])
+            node_loops[kind] = [f"{_LOOP_HEAD[kind]} x{total:,}", *shown]
+            full = [f"{w} {st} x{c:,}" for c, w, st in items]
+            tips.append(f"{_LOOP_HEAD[kind]} x{total:,}:\n" + "\n".join(full))
+            loops.append((n, kind, "\n".join(full)))
+        nodes.append(DrawNode(n, str(d.get("label", n)).split("\n"), node_loops,
+                              "\n".join(tips)))
+    edges = []
+    for (a, b, kind), items in sorted(groups.items(), key=lambda kv: kv[0][:2]):
+        if a == b:
+            continue
+        items.sort(key=lambda x: (-x[0], x[1], x[2]))
+        lines = [f"{w} {st} x{c:,}" for c, w, st in items]
         shown = lines[:_MAX_LINES]
         if len(lines) > _MAX_LINES:
             shown.append(f"... {len(lines) - _MAX_LINES} more")
-        if kind == "error":
-            total = sum(c for c, _t in items)
-            shown.insert(0, f"errors x{total:,}")
-        out.append(f"  {a} -> {b} [label={_q(chr(10).join(shown))}, "
-                   f"tooltip={_q(chr(10).join(lines))}, {_STYLE[kind]}];")
+        edges.append(DrawEdge(a, b, shown, "\n".join(lines)))
+    return Drawing(head, nodes, edges, loops)
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _node_label(n: DrawNode) -> str:
+    """A plain label, or an HTML-like one when the node has self-loops to list."""
+    if not n.loops:
+        return _q("\n".join(n.title))
+    rows = [f"<TR><TD>{_html(t)}</TD></TR>" for t in n.title]
+    for kind, color in (("error", "firebrick"), ("same", "gray35")):
+        lines = n.loops.get(kind)
+        if lines:
+            body = "<BR ALIGN=\"LEFT\"/>".join(_html(x) for x in lines)
+            rows.append(f'<TR><TD ALIGN="LEFT" BALIGN="LEFT"><FONT COLOR="{color}" '
+                        f'POINT-SIZE="8">{body}<BR ALIGN="LEFT"/></FONT></TD></TR>')
+    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'
+            + "".join(rows) + "</TABLE>>")
+
+
+def to_dot(G: nx.MultiDiGraph) -> str:
+    """DOT text: one arrow per node pair that changed, labelled with the wrappers and
+    statuses and their counts (largest first, at most five lines, the rest in the
+    tooltip); each node's self-loops listed inside it (errors in red, unchanged successes
+    in gray) and drawn as an unlabelled loop (dashed red, dotted gray) whose tooltip lists
+    them all, so that no label text lies across an arrow."""
+    D = drawing(G)
+    out = [f"digraph {_q('tdxcheck_' + str(G.graph.get('name', 'graph')))} {{",
+           (f"  graph [label={_q(D.head)}, labelloc=\"t\", fontname=\"Helvetica\", "
+            f"fontsize=11, nodesep=0.2, rankdir={_q(str(G.graph.get('rankdir', 'TB')))}];"),
+           '  node [shape="box", style="rounded", fontname="Helvetica", fontsize=10];',
+           '  edge [fontname="Helvetica", fontsize=8];',
+           ('  // edges: solid = the node changed; dashed red = error self-loop; '
+            'dotted gray = success that left the node unchanged')]
+    for n in D.nodes:
+        out.append(f"  {n.id} [label={_node_label(n)}, tooltip={_q(n.tooltip)}];")
+    for e in D.edges:
+        # each call on two lines (wrapper, then status and count): half as wide, and dot
+        # places a label beside its arrow, so width is what makes a drawing unreadable
+        lines = [part for x in e.lines for part in
+                 (x.split(" ", 1) if not x.startswith("...") else [x])]
+        out.append(f"  {e.a} -> {e.b} [label={_q(chr(10).join(lines))}, "
+                   f"tooltip={_q(e.tooltip)}, {_STYLE['change']}];")
+    for n_id, kind, tip in D.loops:
+        out.append(f"  {n_id} -> {n_id} [tooltip={_q(tip)}, {_STYLE[kind]}];")
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -479,17 +587,63 @@ def dot_available() -> bool:
     return shutil.which("dot") is not None
 
 
-def render(dot_text: str, fmt: str = "svg", timeout: float = 300) -> bytes:
-    """SVG or PNG from DOT through Graphviz's ``dot`` (GraphError if it is not installed)."""
+#: the largest graph either renderer is asked to draw: past this a drawing is unreadable
+#: and Graphviz runs for minutes (the full graph of ``tiny``, 2,886 states, did not finish
+#: in 300 s); DOT, GraphML and JSON have no limit
+MAX_DRAW_NODES = 300
+MAX_DRAW_ARROWS = 1500
+#: how long Graphviz may run on one drawing
+DOT_TIMEOUT = 120.0
+
+
+def renderer() -> str:
+    """Who draws SVG here: Graphviz's ``dot`` when it is on the PATH, else tdxcheck's own
+    layered layout (``draw.layered_svg``, networkx only), so a plain ``pip install`` draws
+    pictures too."""
+    return "dot" if dot_available() else "networkx"
+
+
+def check_drawable(G: nx.MultiDiGraph) -> None:
+    """GraphError (one line, exit 2 in the CLI) for a graph too large to draw."""
+    arrows = len({(a, b) for a, b in G.edges() if a != b})
+    n = G.number_of_nodes()
+    if n > MAX_DRAW_NODES or arrows > MAX_DRAW_ARROWS:
+        raise GraphError(
+            f"the {G.graph.get('name', '')} graph has {n:,} nodes and {arrows:,} arrows: too "
+            f"large to draw (at most {MAX_DRAW_NODES} nodes and {MAX_DRAW_ARROWS:,} arrows); "
+            "write it with --format dot, graphml or json, or draw a projection "
+            "(--projection td|page|hkid|vcpu)")
+
+
+def render(dot_text: str, fmt: str = "svg", timeout: float = DOT_TIMEOUT) -> bytes:
+    """SVG or PNG from DOT through Graphviz's ``dot`` (GraphError if it is not installed,
+    fails, or runs past ``timeout`` seconds)."""
     exe = shutil.which("dot")
     if exe is None:
         raise GraphError(f"--format {fmt} needs Graphviz's dot on the PATH (apt-get install "
-                         f"graphviz); --format dot, graphml and json need nothing")
-    p = subprocess.run([exe, f"-T{fmt}"], input=dot_text.encode(), capture_output=True,
-                       timeout=timeout, check=False)
+                         f"graphviz); --format svg draws without it, and dot, graphml and "
+                         f"json need nothing")
+    try:
+        p = subprocess.run([exe, f"-T{fmt}"], input=dot_text.encode(), capture_output=True,
+                           timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise GraphError(f"Graphviz's dot did not finish drawing in {timeout:.0f} s: write "
+                         "the graph with --format dot, graphml or json, or draw a "
+                         "projection") from None
     if p.returncode != 0:
         raise GraphError(f"dot failed: {p.stderr.decode(errors='replace').strip()}")
     return p.stdout
+
+
+def svg(G: nx.MultiDiGraph) -> str:
+    """The graph as an SVG document: through Graphviz when it is there, else drawn by
+    ``draw.layered_svg`` from a layered layout computed with networkx."""
+    check_drawable(G)
+    if dot_available():
+        return render(to_dot(G), "svg").decode()
+    from .draw import layered_svg
+
+    return layered_svg(drawing(G))
 
 
 def write(G: nx.MultiDiGraph, fmt: str) -> bytes:
@@ -500,17 +654,39 @@ def write(G: nx.MultiDiGraph, fmt: str) -> bytes:
         return to_graphml(G)
     if fmt == "json":
         return to_json(G).encode()
-    if fmt in ("svg", "png"):
+    if fmt == "svg":
+        return svg(G).encode()
+    if fmt == "png":
+        check_drawable(G)
         return render(to_dot(G), fmt)
     raise GraphError(f"unknown format {fmt!r} (have: {', '.join(FORMATS)})")
 
 
 def inline_svg(G: nx.MultiDiGraph, prefix: str = "") -> str:
-    """An ``<svg>`` element for an HTML page: no XML declaration, no DOCTYPE, and every
-    ``id`` prefixed (Graphviz names them ``graph0``, ``node1``, ... in every drawing, and
-    ids must be unique in a page)."""
-    text = render(to_dot(G), "svg").decode()
+    """An ``<svg>`` element for an HTML page: no XML declaration, no DOCTYPE, every ``id``
+    prefixed (Graphviz names them ``graph0``, ``node1``, ... in every drawing, and ids must
+    be unique in a page), and scaled to the page: ``width="100%"`` up to its natural
+    width, the height following from its ``viewBox`` (no sideways scrolling)."""
+    text = svg(G)
     start = text.find("<svg")
     text = text[start:].strip() if start >= 0 else text
     pre = prefix or f"{G.graph.get('name', 'g')}-"
-    return re.sub(r'\bid="([^"]*)"', lambda m: f'id="{pre}{m.group(1)}"', text)
+    text = re.sub(r'\bid="([^"]*)"', lambda m: f'id="{pre}{m.group(1)}"', text)
+    return fit_width(text)
+
+
+def fit_width(text: str) -> str:
+    """The root ``<svg>``'s fixed width and height replaced by "the page's width, at most
+    the drawing's own" (its ``viewBox`` keeps the proportions)."""
+    end = text.find(">")
+    if not text.startswith("<svg") or end < 0:
+        return text
+    tag = text[:end]
+    m = re.search(r'\swidth="([0-9.]+)(pt|px)?"', tag)
+    if m is None or "viewBox" not in tag:
+        return text
+    natural = f"{m.group(1)}{m.group(2) or 'px'}"
+    tag = re.sub(r'\s(width|height)="[^"]*"', "", tag)
+    tag = re.sub(r'\sstyle="[^"]*"', "", tag)
+    tag += f' width="100%" style="max-width: {natural}; height: auto"'
+    return tag + text[end:]

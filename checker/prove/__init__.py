@@ -1,7 +1,8 @@
 """Proofs with Z3: the Z3 reading of the rule data (``encode.py``), induction over every
 invariant and lemma for ``--host any`` (``induction.py`` with ``common.py``, ``cti.py``,
 ``bmc.py``), and bounded model checking of a scenario's threads to its full length
-(``scenario_bmc.py``).  Imports ``explore/`` and ``model/``, ``properties/``; never
+(``scenario_bmc.py``); and ``param/``, the parametric reading (every size at once:
+``prove --parametric``).  Imports ``explore/`` and ``model/``, ``properties/``; never
 ``analyses/`` or ``output/`` (``output/prove_report.py`` formats what these return).
 """
 
