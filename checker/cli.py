@@ -47,6 +47,7 @@ def _number(kind: type, low: float, what: str) -> Any:
 POSITIVE = _number(int, 1, "a positive integer")
 NON_NEGATIVE = _number(int, 0, ">= 0")
 SECONDS = _number(float, 1e-9, "a positive number of seconds")
+MIB = _number(float, 1e-9, "a positive size in MiB")
 
 
 def writable_file(path: str) -> Path:
@@ -194,13 +195,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
         else:
             config = make_config(args.config, overrides)
             known_checks(args.ablate, config.universe())
+        workers, budget = _parallel_opts(args)
         run = run_check(
             scenario=sc, config=config, faults=args.faults,
             symmetry=False if args.no_symmetry else None, all_violations=args.all,
             fingerprint=args.fingerprint,
-            limits=Limits(args.max_states, args.max_depth, args.time_limit),
+            limits=Limits(args.max_states, args.max_depth, args.time_limit, budget),
             ablate=args.ablate, trace_out=Path(args.trace_out) if args.trace_out else None,
-            progress=None if args.quiet else _progress_printer("explore"))
+            progress=None if args.quiet else _progress_printer("explore"), workers=workers)
     except ScenarioError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
@@ -275,10 +277,12 @@ def _cmd_check_kvm(args: argparse.Namespace) -> int:
         from tdxcheck.checker.kvm import kvm_config
 
         known_checks(args.ablate, kvm_config(args.config).universe())
+        workers, budget = _parallel_opts(args)
         run = run_kvm(args.config, faults=args.faults, ablate=args.ablate,
                       preempt=args.preempt, fix=args.fix,
-                      limits=Limits(args.max_states, args.max_depth, args.time_limit),
-                      progress=None if args.quiet else _progress_printer("explore kvm"))
+                      limits=Limits(args.max_states, args.max_depth, args.time_limit, budget),
+                      progress=None if args.quiet else _progress_printer("explore kvm"),
+                      workers=workers)
     except InputError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -753,6 +757,32 @@ def _debug_arg(p: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> 
                    "(also TDXCHECK_DEBUG=1)")
 
 
+def _parallel_args(p: argparse.ArgumentParser) -> None:
+    """``check``'s --workers and --memory-budget (issue 16; ``explore/parallel.py``)."""
+    p.add_argument("--workers", type=POSITIVE, default=None, metavar="N",
+                   help="explore in N processes (default: the machine's cores); the result "
+                   "is the same for every N, only the time changes")
+    p.add_argument("--memory-budget", type=MIB, default=None, metavar="MIB",
+                   help="stop as incomplete, with the reason, when the explorer's processes "
+                   "hold MIB MiB (default: 80%% of the memory available at the start)")
+
+
+def _parallel_opts(args: argparse.Namespace) -> tuple[int, float | None]:
+    """(workers, memory budget in MiB) from ``_parallel_args``."""
+    import os
+
+    from tdxcheck.checker.explore.bfs import memory_budget
+
+    workers = args.workers
+    if workers is None:
+        try:
+            workers = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            workers = os.cpu_count() or 1
+    budget = args.memory_budget if args.memory_budget is not None else memory_budget()
+    return workers, budget
+
+
 def _ablate_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ablate", action="append", default=[], metavar="CHECK",
                    help="remove a module check by name (e.g. mng.key_freeid.wbinvd_done; "
@@ -830,6 +860,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop (verdict incomplete) below this depth")
     c.add_argument("--time-limit", type=SECONDS, default=None, metavar="SECONDS",
                    help="stop (verdict incomplete) after this long")
+    _parallel_args(c)
     _ablate_arg(c)
     c.add_argument("--trace-out", metavar="DIR",
                    help="write each counterexample as DIR/<invariant>.tdx and .itf.json")

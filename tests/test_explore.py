@@ -377,3 +377,235 @@ def test_fast_path_and_plain_path_agree() -> None:
         assert fast.new_states_by_edge == plain.new_states_by_edge
         assert [(c.invariant, c.path) for c in fast.violations] == [
             (c.invariant, c.path) for c in plain.violations]
+
+
+# ---------------------------------------------------------------- issue 16: the canonicaliser
+def _walk(prog, steps, seed):  # type: ignore[no-untyped-def]
+    """Reachable states of a seeded random walk (restarts now and then)."""
+    rnd = random.Random(seed)
+    s = prog.initial()
+    out = []
+    for _ in range(steps):
+        succ = [x[2] for x in prog.successors(s) if x[2] is not s]
+        if not succ or rnd.random() < 0.02:
+            s = prog.initial()
+            continue
+        s = rnd.choice(succ)
+        out.append(s)
+    return out
+
+
+SYM_CONFIGS = [("tiny", {}), ("default", {}), ("large", {}), ("default", {"tds": "3"}),
+               ("default", {"hkids": "3"}), ("default", {"vps": "2"}),
+               ("default", {"pages": "5"}), ("default", {"vps": "0"})]
+
+
+@pytest.mark.parametrize("name,ov", SYM_CONFIGS)
+def test_canonical_equals_the_previous_canonicaliser(
+        name: str, ov: dict) -> None:  # type: ignore[type-arg]
+    """The sorting canonicaliser gives exactly the state the enumerating one gave (the
+    least of the orbit), and its packed-encoding form gives that state's encoding; on a
+    random orbit member too (a renaming of the state: same canonical state)."""
+    from tdxcheck.checker.explore.bfs import Packing
+
+    prog = AnyHost(make_config(name, ov).universe())
+    sym = Symmetry(prog.engine.layout)
+    pk = Packing(prog.bounds(), prog.counter_cells())
+    key, _mask = sym.canonical_key(pk.key)
+    rnd = random.Random(11)
+    states = _walk(prog, 900, 3)
+    assert len(states) > 600
+    for s in states:
+        c = sym.canonical(s)
+        assert c == sym.reference_canonical(s)
+        assert key(s)[0] == pk.pack(c)
+        tp = rnd.sample(range(sym.n_tds), sym.n_tds)
+        vp = rnd.sample(range(sym.n_vps), sym.n_vps)
+        hk = [0, *rnd.sample(range(1, sym.hkids), sym.hkids - 1)]
+        pp = [0, *rnd.sample(range(1, sym.n_pages), sym.n_pages - 1)]
+        assert sym.canonical(tuple(sym.apply(s, tp, vp, hk, pp))) == c
+
+
+@pytest.mark.slow
+def test_symmetry_matches_brute_force_on_large() -> None:
+    """Every one of large's 5,760 renamings, on random states of large."""
+    prog = AnyHost(make_config("large", {}).universe())
+    sym = Symmetry(prog.engine.layout)
+    assert sym.group_order == 5760
+    states = _walk(prog, 1200, 5)[::40]
+    assert len(states) >= 25
+    for s in states:
+        assert sym.canonical(s) == sym.brute_canonical(s)
+
+
+@pytest.mark.parametrize("name", ["default", "large"])
+def test_settled_successors_are_canonical(name: str) -> None:
+    """The explorer's shortcut: a successor of a settled canonical state that differs
+    from it only outside the renaming mask is canonical (and settled)."""
+    from tdxcheck.checker.explore.bfs import Packing
+
+    prog = AnyHost(make_config(name, {}).universe())
+    sym = Symmetry(prog.engine.layout)
+    pk = Packing(prog.bounds(), prog.counter_cells())
+    key, mask = sym.canonical_key(pk.key)
+    used = 0
+    for s in _walk(prog, 700, 9):
+        c = sym.canonical(s)
+        kc, settled = key(c)
+        assert key(s)[1] == settled  # settled is a property of the orbit
+        if not settled:
+            continue
+        for _e, _st, n, _v in prog.successors(c):
+            kn = pk.pack(n)
+            if not (kn ^ kc) & mask:
+                used += 1
+                assert sym.canonical(n) == n and key(n) == (kn, True)
+    assert used > 20
+
+
+def _summary(r):  # type: ignore[no-untyped-def]
+    return (r.verdict, r.reason, r.states, r.transitions, r.depth, r.new_states_by_edge,
+            [(c.invariant, c.message, c.path, c.states) for c in r.violations],
+            {w: (c.path if c else None) for w, c in r.witnesses.items()},
+            r.fingerprint_collision_probability)
+
+
+@pytest.mark.parametrize("faults,ablate,limits", [
+    (False, [], Limits()),
+    (True, [], Limits(max_states=8000)),
+    (False, ["mng.key_freeid.wbinvd_done"], Limits()),
+])
+def test_explorer_with_new_and_previous_canonicaliser_agree(
+        faults: bool, ablate: list[str], limits: Limits) -> None:
+    """The same exploration (counts, traces, per-edge discoveries) with the previous
+    canonicaliser as a plain function (no shortcuts) and with the new one."""
+    runs = []
+    for new in (True, False):
+        prog = AnyHost(make_config("tiny", {}).universe(), faults=faults, ablate=ablate)
+        sym = Symmetry(prog.engine.layout)
+        canon = sym.canonical if new else (lambda s, sym=sym: sym.reference_canonical(s))
+        runs.append(_summary(explore(prog, limits, stop_at_first=False, canon=canon)))
+    assert runs[0] == runs[1]
+
+
+def test_explorer_with_new_and_previous_canonicaliser_agree_on_default_part() -> None:
+    runs = []
+    for new in (True, False):
+        prog = AnyHost(make_config("default", {}).universe())
+        sym = Symmetry(prog.engine.layout)
+        canon = sym.canonical if new else (lambda s, sym=sym: sym.reference_canonical(s))
+        runs.append(_summary(explore(prog, Limits(max_states=6000), canon=canon)))
+    assert runs[0] == runs[1]
+    assert runs[0][0] == "incomplete"
+
+
+@pytest.mark.slow
+def test_default_with_new_and_previous_canonicaliser_agree() -> None:
+    """The whole of default (the previous canonicaliser takes minutes)."""
+    runs = []
+    for new in (True, False):
+        prog = AnyHost(make_config("default", {}).universe())
+        sym = Symmetry(prog.engine.layout)
+        canon = sym.canonical if new else (lambda s, sym=sym: sym.reference_canonical(s))
+        runs.append(_summary(explore(prog, canon=canon)))
+    assert runs[0] == runs[1]
+    assert runs[0][0] == "holds"
+
+
+# ---------------------------------------------------------------- issue 16: workers
+PAR_CASES = [
+    {}, {"sym": True}, {"fp": True, "limits": Limits(max_states=6000)},
+    {"sym": True, "fp": True},
+    {"ablate": ["mng.key_freeid.wbinvd_done"]},
+    {"ablate": ["mng.key_freeid.wbinvd_done"], "sym": True},
+    {"ablate": ["mng.vpflushdone.no_assoc_vcpus"], "sym": True, "all": True},
+    {"ablate": ["vp.addcx.page.pt"], "all": True},  # a counter leaves its range
+    {"limits": Limits(max_states=5000)}, {"sym": True, "limits": Limits(max_states=777)},
+    {"limits": Limits(max_depth=7)},
+    {"faults": True, "sym": True, "limits": Limits(max_states=4000)},
+]
+
+
+def _case_id(c: dict) -> str:  # type: ignore[type-arg]
+    parts = [k if v is True else f"{k}={v}" for k, v in c.items() if k != "limits"]
+    lim = c.get("limits")
+    if lim is not None:
+        parts += [f"{k}={v}" for k, v in vars(lim).items() if v is not None]
+    return ",".join(parts) or "plain"
+
+
+@pytest.mark.parametrize("case", PAR_CASES, ids=_case_id)
+def test_workers_give_the_single_process_result(case: dict) -> None:  # type: ignore[type-arg]
+    """Two processes (three, for a run with violations and symmetry): the same verdict,
+    counts, depth, per-edge discoveries, violations with their traces, witnesses, as
+    one."""
+    out = []
+    for workers in (1, 2, 3) if case.get("all") and case.get("sym") else (1, 2):
+        prog = AnyHost(make_config("tiny", {}).universe(), ablate=case.get("ablate", []),
+                       faults=case.get("faults", False))
+        canon = Symmetry(prog.engine.layout).canonical if case.get("sym") else None
+        r = explore(prog, case.get("limits", Limits()), stop_at_first=not case.get("all"),
+                    canon=canon, fingerprint=case.get("fp", False), workers=workers)
+        out.append(_summary(r))
+    assert all(o == out[0] for o in out)
+
+
+def test_workers_on_default_part() -> None:
+    out = []
+    for workers in (1, 2):
+        prog = AnyHost(make_config("default", {}).universe())
+        out.append(_summary(explore(prog, Limits(max_states=12000), workers=workers,
+                                    canon=Symmetry(prog.engine.layout).canonical)))
+    assert out[0] == out[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ablate", [[], ["mng.key_freeid.wbinvd_done"]])
+def test_workers_on_default(ablate: list[str]) -> None:
+    out = []
+    for workers in (1, 2):
+        prog = AnyHost(make_config("default", {}).universe(), ablate=ablate)
+        r = explore(prog, stop_at_first=False, workers=workers,
+                    canon=Symmetry(prog.engine.layout).canonical)
+        out.append(_summary(r))
+    assert out[0] == out[1]
+
+
+def test_workers_on_scenarios_and_kvm() -> None:
+    """Scenario threads (a deadlock, a race) and the kvm host: the same with two."""
+    from tdxcheck.checker.kvm import run_kvm
+
+    for text in (RACE, RACE.replace("thread run\ntdh_vp_enter vp=vp0 cpu=0\n", "thread run\n")):
+        sc = parse_text(text, "race.tdx")
+        for allv in (False, True):
+            a, b = (run_check(scenario=sc, all_violations=allv, workers=w).result
+                    for w in (1, 2))
+            assert _summary(a) == _summary(b)
+    a, b = (run_kvm("tiny", faults=True, workers=w).result for w in (1, 2))
+    assert _summary(a) == _summary(b) and a.states > 1000
+
+
+def test_memory_budget_stops_the_run() -> None:
+    """Past the budget the run stops as incomplete with the reason (never holds)."""
+    for workers in (1, 2):
+        r = explore(tiny(), Limits(memory_mib=1.0), workers=workers)
+        assert r.verdict == "incomplete" and "memory budget" in r.reason
+    r = explore(tiny(), Limits(time_limit=0.0), workers=2)
+    assert r.verdict == "incomplete" and "time limit" in r.reason
+
+
+def test_cli_workers_and_memory_budget() -> None:
+    outs = []
+    for w in ("1", "2"):
+        p = cli("--config", "tiny", "--json", "--workers", w, "--ablate",
+                "mng.vpflushdone.no_assoc_vcpus", "--all")
+        assert p.returncode == 1, p.stderr
+        out = json.loads(p.stdout)
+        out.pop("seconds")
+        outs.append(out)
+    assert outs[0] == outs[1]
+    p = cli("--config", "tiny", "--memory-budget", "1")
+    assert p.returncode == 3 and "memory budget 1 MiB reached" in p.stdout
+    for bad in (["--workers", "0"], ["--memory-budget", "-5"]):
+        p = cli("--config", "tiny", *bad)
+        assert p.returncode == 2 and "Traceback" not in p.stderr

@@ -15,6 +15,7 @@ re-running the edges from the initial state.  A run that stops on a limit says
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from array import array
@@ -95,6 +96,7 @@ class ExploreResult:
     new_states_by_edge: list[int] = field(default_factory=list)
     bytes_per_state: float = 0.0
     fingerprint_collision_probability: float | None = None
+    memory_mib: float = 0.0  # the most memory the run's processes held together (sampled)
 
     @property
     def states_per_second(self) -> float:
@@ -103,9 +105,64 @@ class ExploreResult:
 
 @dataclass
 class Limits:
+    """Where a run stops short (its verdict is then ``incomplete``, never ``holds``).
+
+    ``memory_mib`` is the memory budget: the explorer reads its resident memory (every
+    process's, with workers) as it goes, and a run that reaches the budget stops with the
+    reason instead of being killed by the kernel when memory runs out (``memory_budget``
+    gives the default ``tdxcheck check`` uses)."""
+
     max_states: int | None = None
     max_depth: int | None = None
     time_limit: float | None = None
+    memory_mib: float | None = None
+
+
+def memory_budget(fraction: float = 0.8) -> float | None:
+    """The default memory budget in MiB: ``fraction`` of the memory the kernel says is
+    available when the run starts (``MemAvailable``, Linux), or None where that is not
+    known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024 * fraction
+    except OSError:
+        pass
+    return None
+
+
+def memory_mib(pids: Sequence[int] = ()) -> float:
+    """Memory this process holds, with ``pids`` (forked workers) the memory of all of them
+    together, in MiB.  Alone: resident memory (``/proc/self/statm``).  With workers: the
+    sum of each one's proportional share (``Pss`` in ``/proc/PID/smaps_rollup``), so that
+    the pages a fork shares are counted once.  Elsewhere: this process's peak
+    (``ru_maxrss``)."""
+    try:
+        if not pids:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * _PAGE / 2**20
+        total = 0.0
+        for pid in ("self", *pids):
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) / 1024
+                        break
+        return total
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def memory_reason(budget: float, states: int) -> str:
+    """Why a run stopped on its memory budget."""
+    return (f"memory budget {budget:,.0f} MiB reached at {states:,} states (--fingerprint "
+            f"stores less per state; --memory-budget sets the budget)")
 
 
 Progress = Callable[[dict[str, float]], None]
@@ -202,6 +259,30 @@ class Packing:
         self.unpack: Callable[[int], State] = ns["unpack"]  # type: ignore[assignment]
 
 
+#: how many successors' canonical encodings the explorer keeps (a cache: cleared when full)
+_CANON_CACHE = 1 << 17
+_EMPTY = (None, 0)
+
+
+def canon_keyer(canon: Callable[[State], State] | None, packing: Packing) -> tuple[
+        Callable[[State], tuple[int, bool]] | None, int]:
+    """The canonical-encoding function and renaming mask of ``canon``'s symmetry (see
+    ``Symmetry.canonical_key``), when ``canon`` is a ``Symmetry``'s ``canonical``."""
+    sym = getattr(canon, "__self__", None)
+    if canon is None or not hasattr(sym, "canonical_key"):
+        return None, 0
+    return sym.canonical_key(packing.key)  # type: ignore[union-attr,no-any-return]
+
+
+def _canonical_key(canon: Callable[[State], State], pack: Callable[[State], int],
+                   n: State) -> int | None:
+    """The encoding of ``n``'s canonical state (None: a cell out of range)."""
+    try:
+        return pack(canon(n))
+    except OverflowError:  # pragma: no cover - a canonical state keeps its parent's cells
+        return None
+
+
 def _fingerprint(key: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
 
@@ -216,24 +297,36 @@ def explore(
     fingerprint: bool = False,
     witnesses: Callable[[State], list[str]] | None = None,
     witness_ids: Sequence[str] = (),
+    workers: int = 1,
 ) -> ExploreResult:
     """Breadth-first search of ``prog`` checking every invariant on every state and step.
 
     With ``canon`` (symmetry reduction) only one canonical state per orbit is stored and
     expanded; counterexamples are turned back into concrete runs from the initial state.
+    With ``workers`` > 1 the search runs in that many processes (``parallel.py``) and
+    returns the same result.
     """
+    if workers > 1:
+        from .parallel import explore_parallel
+
+        return explore_parallel(prog, limits, stop_at_first, progress, progress_every, canon,
+                                fingerprint, witnesses, witness_ids, workers)
     t0 = time.monotonic()
     loops0 = getattr(prog, "self_loops", 0)
     packing = Packing(prog.bounds(), getattr(prog, "counter_cells", list)())
     pack, unpack, nbytes = packing.pack, packing.unpack, packing.nbytes
-    # the program's fused successor function that also gives each successor's encoding
-    # (symmetry needs the canonical state's encoding, so it always packs)
+    # the program's fused successor function that also gives each successor's encoding;
+    # with symmetry, a successor whose own encoding is stored (its parent, or a canonical
+    # state seen before) is left out before it is canonicalised
     keyed = None
-    if canon is None and hasattr(prog, "keyed_successors"):
+    if hasattr(prog, "keyed_successors"):
         keyed = prog.keyed_successors(packing.key)
     norm: Callable[[State], State] = canon if canon is not None else (lambda x: x)
+    keyer, sens = canon_keyer(canon, packing)
     init = norm(prog.initial())
     k0 = pack(init)
+    # per state (with symmetry): whether it is settled (``Symmetry.canonical_key``)
+    settled = bytearray([keyer(init)[1]]) if keyer is not None else bytearray()
 
     def fp(k: int) -> int:
         return _fingerprint(k.to_bytes(nbytes, "little"))
@@ -282,6 +375,13 @@ def explore(
     max_states = limits.max_states if limits.max_states is not None else 1 << 62
     max_depth = limits.max_depth if limits.max_depth is not None else 1 << 62
     deadline = t0 + limits.time_limit if limits.time_limit is not None else float("inf")
+    budget = limits.memory_mib
+    next_mem = t0
+    peak_mem = 0.0
+    # with symmetry: the canonical encoding of recent successors' own encodings (a
+    # successor is often reached again from another parent); cleared when full
+    canon_of: dict[int, int | None] = {}
+    canon_get = canon_of.get
     encoding = Violation(STATE_ENCODING, "a state cell left its declared range "
                          "(a counter below 0 or above its bound)", 0)
     while queue and not stop:
@@ -296,8 +396,9 @@ def explore(
             continue
         s = unpack(key)
         if fast:
-            # the common case (exact storage, no symmetry, a fused program), kept tight
+            # the common case (exact storage, a fused program), kept tight
             succ, total = keyed(s, key, seen)  # type: ignore[misc]
+            par_settled = settled[i] if keyer is not None else 0
             transitions += total
             for eid, _status, kn, n, viol, before in succ:
                 if viol and record(viol, i, [eid]):
@@ -305,11 +406,31 @@ def explore(
                 elif kn in seen:  # seen before (a self-loop's key is its parent's)
                     continue
                 else:
+                    if keyer is not None and kn is not None:
+                        if par_settled and not (kn ^ key) & sens:
+                            # only cells that choose no renaming changed: canonical
+                            kc, st = kn, 1
+                        else:
+                            kc, st = canon_get(kn) or _EMPTY
+                            if kc is None:
+                                if len(canon_of) >= _CANON_CACHE:
+                                    canon_of.clear()
+                                kc, st = canon_of[kn] = keyer(n)
+                        if kc in seen:
+                            continue
+                        kn = kc
+                        settled.append(st)
+                    elif canon is not None and kn is not None:
+                        kn = _canonical_key(canon, pack, n)
+                        if kn in seen:
+                            continue
                     n = tuple(n)
                     j = n_states
                     sv = state_violations(n)
                     if kn is None:  # a cell left its range: only a broken (ablated) rule
                         sv = [*sv, encoding]
+                        if keyer is not None:
+                            settled.append(0)
                     else:
                         seen_add(kn)
                     n_states += 1
@@ -347,6 +468,8 @@ def explore(
                 if kn == key:  # a self-loop, yielded for its step violation
                     continue
                 n = tuple(n)
+                if canon is not None and kn is not None:
+                    kn = _canonical_key(canon, pack, n)
             else:
                 if n is s:  # an error status that changed nothing: a self-loop
                     continue
@@ -392,6 +515,12 @@ def explore(
         if now > deadline:
             reason = f"time limit {limits.time_limit:g}s reached"
             break
+        if now >= next_mem:
+            next_mem = now + 0.5
+            peak_mem = max(peak_mem, memory_mib())
+            if budget is not None and peak_mem >= budget:
+                reason = memory_reason(budget, n_states)
+                break
         if progress is not None and now >= next_report:
             next_report = now + progress_every
             progress({"states": n_states, "queue": len(queue), "depth": depth,
@@ -444,7 +573,7 @@ def explore(
     # invariants may break than it found (reporters say so; ablation marks the row)
     return ExploreResult(verdict, reason, n_states,
                          transitions, deepest, seconds, cxs, wit, peak, list(new_by_edge),
-                         per_state, fp_p)
+                         per_state, fp_p, max(peak_mem, memory_mib()))
 
 
 def rebuild(prog: Program, invariant: str, message: str, edges: Sequence[int],

@@ -84,6 +84,7 @@ def run_check(
     trace_out: Path | None = None,
     progress: Callable[[dict[str, float]], None] | None = None,
     witnesses: bool = True,
+    workers: int = 1,
 ) -> CheckRun:
     if scenario is not None:
         prog: Any = ScenarioHost(scenario, faults=faults, ablate=ablate)
@@ -103,7 +104,8 @@ def run_check(
     canon = Symmetry(prog.engine.layout).canonical if use_sym else None
     res = explore(prog, limits, stop_at_first=not all_violations, progress=progress,
                   canon=canon, fingerprint=fingerprint,
-                  witnesses=witness_fn(prog, wids) if wids else None, witness_ids=wids)
+                  witnesses=witness_fn(prog, wids) if wids else None, witness_ids=wids,
+                  workers=workers)
     run = check_run_of(prog, res, use_sym, title)
     if trace_out is not None:
         run.files = write_traces(run, trace_out)
@@ -116,7 +118,9 @@ def check_run_of(prog: Any, res: ExploreResult, symmetry: bool, title: str) -> C
     run = CheckRun(title, prog, res, symmetry)
     run.labels = [labels_of(prog, cx) for cx in res.violations]
     run.witness_labels = {w: labels_of(prog, cx) for w, cx in res.witnesses.items() if cx}
-    run.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # the worker processes' memory too (parallel.py reports it in memory_mib)
+    run.peak_rss_mib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                           res.memory_mib)
     return run
 
 

@@ -58,14 +58,15 @@ def trace_of(prog: KvmHost, cx: Any) -> list[str]:
 def run_kvm(config: str | KvmConfig = "tiny", *, faults: bool = False,
             mutant: str | None = None, ablate: Sequence[str] = (), pinning: bool = True,
             limits: Any = None, progress: Callable[[dict[str, float]], None] | None = None,
-            preempt: str | None = None, fix: str | None = None) -> KvmRun:
+            preempt: str | None = None, fix: str | None = None, workers: int = 1) -> KvmRun:
     """``tdxcheck check --host kvm``: explore every interleaving of KVM's threads (and, with
     ``faults``, every module fault the environment can cause); every invariant is checked.
     Leaks on paths with an environment event are collected as data (``leaks``), one
     shortest path per KVM error site that chose to leak.  ``preempt`` (``all`` or
     ``init_vcpu``) lets a thread that has a vCPU loaded be preempted and resume on another
     CPU (see ``KvmHost``); the outcomes of the KVM_TDX_INIT_VCPU window are then collected
-    (``outcomes``).  ``fix`` applies one of ``FIXES``."""
+    (``outcomes``).  ``fix`` applies one of ``FIXES``.  ``workers`` processes explore
+    (``explore/parallel.py``; the same result for any number)."""
     from tdxcheck.checker.explore.bfs import Limits, explore
     from tdxcheck.checker.explore.check import witness_fn
     from tdxcheck.properties.witnesses import WITNESSES
@@ -80,7 +81,7 @@ def run_kvm(config: str | KvmConfig = "tiny", *, faults: bool = False,
         return [*model_w(s), *prog.goals(s)]
 
     res = explore(prog, limits or Limits(), stop_at_first=False, progress=progress,
-                  witnesses=goals, witness_ids=[*wids, *prog.goal_ids()])
+                  witnesses=goals, witness_ids=[*wids, *prog.goal_ids()], workers=workers)
     run = KvmRun(cfg, prog, res, faults)
     for cx in res.violations:
         run.violations.append({"invariant": cx.invariant, "message": cx.message,
