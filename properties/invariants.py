@@ -429,7 +429,7 @@ _ = tlb_tracked  # the module's own tracking test; the invariant states the goal
 
 
 # ---------------------------------------------------------------------------------------
-def _typed_operands(a: Action) -> list[tuple[str, int, PageType]]:
+def typed_operands(a: Action) -> list[tuple[str, int, PageType]]:
     """The page operands of SEAMCALL ``a`` that the leaf reads as a page of one PAMT type,
     with that type: ``("tdr", page, PT_TDR)`` (the TD's root), ``("tdvpr", page, PT_TDVPR)``
     (the vCPU's root), ``("take", page, PT_NDA)`` (a page the leaf makes a TD page: the
@@ -463,7 +463,7 @@ def _otr_step(u: Universe, a: Action) -> list[Clause]:
     TD page keeps its PAMT entry unless it was PT_NDA; a page PAGE.WBINVD would write back
     keeps its cache lines unless it was PT_NDA."""
     out: list[Clause] = []
-    for role, p, want in _typed_operands(a):
+    for role, p, want in typed_operands(a):
         wrong = S.pt[p] != want
         if role == "tdr":
             t = S.owner[p]
