@@ -113,6 +113,9 @@ class VariantRun:
     reason: str
     host: ApiHost
     violations: dict[str, Finding] = field(default_factory=dict)  # any cause
+    #: ``properties/witnesses.py`` goals: the depth each was first reached at (None: never);
+    #: an API that cannot reach them proves nothing about those paths
+    witnesses: dict[str, int | None] = field(default_factory=dict)
 
     def cell(self, cls_id: str) -> Cell:
         return next(c for c in self.cells if c.cls.id == cls_id)
@@ -401,8 +404,9 @@ def explore_variant(variant: Variant, config: Config, *, faults: bool = False,
             note = ((note + "; ") if note else "") + (
                 f"every instance in {states:,} states ({reason}): a later one may differ")
         cells.append(Cell(c, best, note, dict(f)))
+    wit = _witnesses(host, faults, [unpack(k) for k in keys], depth_of)
     vr = VariantRun(variant, config, faults, cells, states, transitions, depth,
-                    round(time.monotonic() - t0, 2), complete, reason, host, violations)
+                    round(time.monotonic() - t0, 2), complete, reason, host, violations, wit)
     vr._parent, vr._via, vr._canon = parent, via, canon  # type: ignore[attr-defined]
     for cell in vr.cells:
         w = cell.worst
@@ -410,6 +414,24 @@ def explore_variant(variant: Variant, config: Config, *, faults: bool = False,
             cell.path = _path(vr, w.state) + [w.edge]
             cell.trace = [host.label(e) for e in cell.path]
     return vr
+
+
+def _witnesses(host: ApiHost, faults: bool, states: Sequence[State],
+               depth_of: Sequence[int]) -> dict[str, int | None]:
+    from tdxcheck.properties.witnesses import WITNESSES
+
+    lay = host.lay
+    gen = new_gen(lay)
+    ws = [w for w in WITNESSES if w.possible(host.u, faults)]
+    srcs = [predicate_source(f"w{i}", [w.goal(host.u)], lay, gen, two_state=False)
+            for i, w in enumerate(ws)]
+    ns = compile_functions(srcs, gen) if srcs else {}
+    out: dict[str, int | None] = {w.id: None for w in ws}
+    for j, st in enumerate(states):
+        for i, w in enumerate(ws):
+            if out[w.id] is None and ns[f"w{i}"](st) < 0:
+                out[w.id] = depth_of[j]
+    return out
 
 
 def _path(vr: VariantRun, i: int) -> list[int]:
