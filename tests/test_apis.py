@@ -280,3 +280,84 @@ def test_cli_apis(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 _ = (CAUGHT, HARMLESS)
+
+
+# ------------------------------------------------------------------ KVM against an API
+@pytest.mark.slow
+@pytest.mark.parametrize("faults", [False, True])
+def test_every_kvm_step_is_writable_in_linux_6_19(faults: bool) -> None:
+    """Every transition of --host kvm (tiny; every module fault too), each model action in
+    the state KVM made it: some move of the linux-6.19 API makes it.  Otherwise that API
+    model would be stricter than upstream."""
+    from tdxcheck.checker.analyses.apis.credit import kvm_unwritable
+
+    bad, states = kvm_unwritable(variant("linux-6.19"), "tiny", faults=faults)
+    assert bad == [] and states > 200
+
+
+@pytest.mark.slow
+def test_every_kvm_mutant_is_writable_in_linux_6_19_but_the_wrapper_one() -> None:
+    """Each seeded KVM bug can be written against linux-6.19, but skip_clflush_page_aug:
+    it patches the wrapper (tdh_mem_page_aug's own tdx_clflush_page, arch/x86), which no
+    caller of the merged API can skip.  helpers makes every mutant impossible to write
+    whose killing trace makes a mistake it rules out."""
+    from tdxcheck.checker.analyses.apis.credit import (
+        kvm_unwritable,
+        mutant_classes,
+        unwritable_mutants,
+    )
+    from tdxcheck.checker.analyses.mutants import MUTANTS
+    from tdxcheck.checker.kvm import KvmHost, kvm_config
+
+    host = ApiHost(variant("linux-6.19"), KvmHost(kvm_config("tiny")).u)
+    unwritable = {m.name for m in MUTANTS
+                  if kvm_unwritable(variant("linux-6.19"), "tiny", faults=m.faults,
+                                    mutant=m.name, host=host)[0]}
+    assert unwritable == {"skip_clflush_page_aug"}
+    classes = mutant_classes("tiny")
+    assert classes["skip_clflush_page_aug"] == ["no-clflush"]
+    assert classes["hkid_free_before_freeid"] == ["hkid-freed-early"]
+    hp = explore_variant(variant("helpers"), make_config(
+        "tiny", {"pages": "5", "cpus_per_package": "2", "vps": "2"}))
+    assert hp.complete and {c.verdict for c in hp.cells} == {IMPOSSIBLE, SILENT}
+    out = unwritable_mutants(hp, classes)
+    # only the mutant that shows as a leak and nothing else stays writable
+    assert set(classes) - set(out) == {"skip_vp_flush_on_release"}
+    assert classes["skip_vp_flush_on_release"] == ["leak"]
+
+
+#: a configuration where every class can show: a guest page (five pages), two CPUs, a
+#: second vCPU slot (one handle dead while the other is live)
+LAB = make_config("tiny", {"pages": "5", "cpus_per_package": "2", "vps": "2"})
+
+
+@pytest.mark.slow
+def test_feature_credit() -> None:
+    """helpers with one feature off at a time (exhaustive runs): each class it removes comes
+    back with the feature(s) that remove it; the page lifecycle needs all three page
+    helpers (guest pages go back through the zap, control pages through the reclaim); the
+    swap is protected more than twice over (struct page, a distinct HKID type, and the
+    helpers that take the page and the HKID out of the caller's hands).  Handles alone,
+    struct page alone, a distinct HKID type alone and the hidden global KeyID alone remove
+    nothing the rest does not."""
+    from tdxcheck.checker.analyses.apis.credit import feature_credit
+
+    cr = feature_credit(LAB, pairs=False)
+    assert cr.base.complete and all(vr.complete for vr in cr.runs.values())
+    credit = {c: cr.credited(c) for c in cr.removed()}
+    assert credit == {
+        "wrong-type-operand": ["typestate_handles"],
+        "hkid-page-swap": [],
+        "no-clflush": ["wrapper_clflush"],
+        "no-or-wrong-wbinvd": ["helper_reclaim", "helper_zap"],
+        "clear-order": ["helper_reclaim", "helper_zap"],
+        "hkid-freed-early": ["helper_release_hkid"],
+        "teardown-step-skipped": ["helper_release_hkid"],
+        "remove-untracked": ["helper_zap"],
+        "free-while-owned": ["helper_alloc", "helper_reclaim", "helper_zap"],
+        "tdr-before-tdcs": ["typestate_handles"],
+        "vcpu-wrong-cpu": ["helper_vcpu_load"],
+        "stale-handle": ["typestate_handles"],
+    }
+    for f in ("handles", "struct_page", "hidden_global_keyid", "distinct_scalars"):
+        assert not any(f in v for v in credit.values())

@@ -17,7 +17,7 @@ from tdxcheck.checker.output import html_report
 
 ROOT = Path(__file__).parent.parent
 SECTIONS = ("configuration", "verdicts", "prove", "counterexamples", "mutants", "ablations",
-            "coverage", "graphs")
+            "apis", "coverage", "graphs")
 REMOVED = "mng.key_freeid.wbinvd_done"
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
         "track", "wbr"}
@@ -134,7 +134,7 @@ def test_optional_engines_found_by_name(monkeypatch: pytest.MonkeyPatch) -> None
     assert "pamt-owner-live" in verdicts and "k-induction &lt;b&gt;" in verdicts
     mutants = text[text.index('id="mutants"'):text.index('id="ablations"')]
     assert "failed: ZeroDivisionError" in mutants
-    ablations = text[text.index('id="ablations"'):text.index('id="coverage"')]
+    ablations = text[text.index('id="ablations"'):text.index('id="apis"')]
     assert "not available in this build" in ablations
 
 
@@ -146,8 +146,10 @@ def test_engines_fill_every_section(tiny_report: html_report.ReportData) -> None
     assert verdicts.count(">proved<") >= 8
     mutants = text[text.index('id="mutants"'):text.index('id="ablations"')]
     assert "skip_wbinvd_after_remove" in mutants and ">NO<" not in mutants
-    ablations = text[text.index('id="ablations"'):text.index('id="coverage"')]
+    ablations = text[text.index('id="ablations"'):text.index('id="apis"')]
     assert "keyid-after-vpflushdone" in ablations
+    apis = text[text.index('id="apis"'):text.index('id="coverage"')]
+    assert "linux-6.19" in apis and "SILENT flush-before-alloc" in apis
 
 
 def test_graphs_fall_back_to_tables_without_dot(tiny_report: html_report.ReportData,

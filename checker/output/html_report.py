@@ -4,7 +4,8 @@ Sections, each an ``<section id=...>``: ``configuration``; ``verdicts`` (the exp
 verdict per invariant, witnesses, and the Z3 proofs when that engine is in the build);
 ``counterexamples`` (steps, statuses, changed fields, and what the byte-level executor did,
 when it is in the build); ``mutants`` and ``ablations`` (when the mutation module is in the
-build); ``coverage`` (the wrappers x statuses table, unreached cells highlighted); ``graphs``
+build); ``apis`` (``tdxcheck apis`` on tiny: each class of host mistake under each wrapper
+API); ``coverage`` (the wrappers x statuses table, unreached cells highlighted); ``graphs``
 (the TD, page, HKID and vCPU projections as inline SVG when Graphviz's ``dot`` is on the
 PATH, and as edge tables always).
 
@@ -60,6 +61,7 @@ class ReportData:
     ablations: Optional_
     consequences: list[list[str] | None]  # per counterexample, per step (or None)
     consequences_note: str = ""
+    apis: Optional_ = field(default_factory=lambda: Optional_(note="not collected"))
 
 
 #: the module the optional sections come from
@@ -116,7 +118,8 @@ def collect(config: Any, *, faults: bool = False, ablate: Sequence[str] = (),
         prove=_optional_rows(ROWS, "prove_rows", config),
         mutants=_optional_rows(ROWS, "mutant_rows", config),
         ablations=_optional_rows(ROWS, "ablation_rows", config),
-        consequences=cons, consequences_note=note)
+        consequences=cons, consequences_note=note,
+        apis=_optional_rows(ROWS, "apis_rows", config))
 
 
 # ------------------------------------------------------------------ HTML
@@ -406,7 +409,8 @@ def render(d: ReportData) -> str:
     nav = " | ".join(f'<a href="#{sid}">{t}</a>' for sid, t in (
         ("configuration", "configuration"), ("verdicts", "verdicts"),
         ("counterexamples", "counterexamples"), ("mutants", "mutants"),
-        ("ablations", "ablations"), ("coverage", "coverage"), ("graphs", "graphs")))
+        ("ablations", "ablations"), ("apis", "wrapper APIs"), ("coverage", "coverage"),
+        ("graphs", "graphs")))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -426,6 +430,8 @@ def render(d: ReportData) -> str:
         _cx_section(d),
         _optional_section("mutants", "Mutants", d.mutants),
         _optional_section("ablations", "Ablations", d.ablations),
+        _optional_section("apis", "Which wrapper API? (tdxcheck apis, config tiny: what each "
+                          "API lets a host get wrong)", d.apis),
         _coverage_section(d),
         _graph_section(d),
         "</body>",

@@ -50,6 +50,7 @@ IMPOSSIBLE, CAUGHT, SILENT, HARMLESS, NOT_REACHED, NA = (
 #: for some other reason too): reported as caught only when no other outcome is known
 CAUGHT_OTHER = "caught-other"
 _RANK = {SILENT: 4, HARMLESS: 3, CAUGHT: 2, CAUGHT_OTHER: 1}
+_MET_MAX = 3_000_000
 
 
 @dataclass
@@ -244,6 +245,7 @@ def explore_variant(variant: Variant, config: Config, *, faults: bool = False,
     depth = 0
     cid = {f"class:{c.id}": ci for ci, c in enumerate(classes)}
     keys = [k0]  # the stored states' keys, in breadth-first order
+    met: set[int] = set()  # successors already canonicalised (their keys as they came)
     n_fused, n_edges = host.n_fused, len(host.edges)
 
     def record(ci: int, eid: int, status: int | None, s: State, n: State,
@@ -321,6 +323,13 @@ def explore_variant(variant: Variant, config: Config, *, faults: bool = False,
                 continue
             if n is s or n == s:
                 continue
+            if symmetry:  # a successor met before needs no canonical form again
+                rk = pack(n)
+                if rk in met:
+                    continue
+                if len(met) >= _MET_MAX:  # only a cache: bounded memory
+                    met.clear()
+                met.add(rk)
             c = canon(n)
             kn = pack(c)
             if kn in seen or kn in bad:
