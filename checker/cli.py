@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tdxcheck.checker.scenario import InputError
+from tdxcheck.checker.version import config_json, envelope, version
 
 EXIT_OK, EXIT_VIOLATED, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERNAL = 0, 1, 2, 3, 4
 
@@ -27,6 +28,55 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         print(f"tdxcheck: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
+
+
+def _number(kind: type, low: float, what: str) -> Any:
+    """An argparse type: a ``kind`` number >= ``low`` (``what`` says which)."""
+    def conv(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{text} must be {what}")
+        return v
+    conv.__name__ = kind.__name__
+    return conv
+
+
+POSITIVE = _number(int, 1, "a positive integer")
+NON_NEGATIVE = _number(int, 0, ">= 0")
+SECONDS = _number(float, 1e-9, "a positive number of seconds")
+
+
+def writable_file(path: str) -> Path:
+    """Check before any work that ``path`` can be written (its directory exists and takes
+    a file there); bad input otherwise.  Leaves no file behind."""
+    p = Path(path)
+    existed = p.exists()
+    if p.is_dir():
+        raise InputError(f"{path}: is a directory, not a file")
+    try:
+        with open(p, "a"):
+            pass
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
+    if not existed:
+        p.unlink()
+    return p
+
+
+def writable_dir(path: str) -> Path:
+    """Check before any work that directory ``path`` exists or can be made, and takes files."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / ".tdxcheck-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"cannot write into {path}: {e.strerror or e}") from None
+    return p
 
 
 def known_checks(names: Sequence[str], u: Any) -> None:
@@ -72,21 +122,29 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
-        print(dumps(replay_json(result)))
+        print(dumps(envelope("replay", replay_json(result), config=config_json(sc.config),
+                             host=path)))
     else:
         print(replay_text(result, verbose=not args.quiet))
     return EXIT_OK if result.ok else EXIT_VIOLATED
 
 
-def _progress_printer() -> Any:
+def _progress_printer(phase: str = "explore") -> Any:
+    """Progress on stderr, each line naming its phase (``explore``, ``coverage``,
+    ``graph``, ...; a report's phases say which part of the page they build); one line
+    rewritten in place on a terminal, plain lines otherwise."""
     tty = sys.stderr.isatty()
 
-    def show(d: dict[str, float]) -> None:
-        rate = d["states"] / d["seconds"] if d["seconds"] else 0.0
-        line = (f"progress: {int(d['states']):,} states, queue {int(d['queue']):,}, "
-                f"depth {int(d['depth'])}, {rate:,.0f} states/s, {d['seconds']:.0f}s")
-        print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr,
-              flush=True)
+    def show(d: dict[str, Any]) -> None:
+        if "message" in d:  # a phase of its own (a report's sections)
+            line = f"{d.get('phase', phase)}: {d['message']}"
+        else:
+            rate = d["states"] / d["seconds"] if d["seconds"] else 0.0
+            line = (f"{d.get('phase', phase)}: {int(d['states']):,} states, queue "
+                    f"{int(d['queue']):,}, depth {int(d['depth'])}, {rate:,.0f} states/s, "
+                    f"{d['seconds']:.0f}s")
+        print(("\r\033[K" + line) if tty else line, end="" if tty else "\n",
+              file=sys.stderr, flush=True)
 
     return show
 
@@ -95,16 +153,22 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from tdxcheck.checker.explore.bfs import Limits
     from tdxcheck.checker.explore.check import run_check
     from tdxcheck.checker.explore.programs import make_config
-    from tdxcheck.checker.output.report import counterexample_text, dumps, explore_json
+    from tdxcheck.checker.output.report import (
+        check_scope_text,
+        counterexample_text,
+        dumps,
+        explore_json,
+    )
     from tdxcheck.checker.scenario import ScenarioError, parse_file
 
     if args.host == "kvm":
         return _cmd_check_kvm(args)
-    if args.preempt_init:
-        print("tdxcheck: error: --preempt-init is for --host kvm", file=sys.stderr)
+    if args.preempt or args.fix:
+        print("tdxcheck: error: --preempt, --preempt-init and --fix are for --host kvm",
+              file=sys.stderr)
         return EXIT_USAGE
     files = [a for a in args.args if "=" not in a]
-    overrides = dict(a.split("=", 1) for a in args.args if "=" in a)
+    overrides = [tuple(a.split("=", 1)) for a in args.args if "=" in a]
     if len(files) > 1:
         print(f"tdxcheck: error: one scenario file at most (got {' '.join(files)})",
               file=sys.stderr)
@@ -131,7 +195,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             fingerprint=args.fingerprint,
             limits=Limits(args.max_states, args.max_depth, args.time_limit),
             ablate=args.ablate, trace_out=Path(args.trace_out) if args.trace_out else None,
-            progress=None if args.quiet else _progress_printer())
+            progress=None if args.quiet else _progress_printer("explore"))
     except ScenarioError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
@@ -145,18 +209,23 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         wit = [{"id": w, "reached": cx is not None, "length": cx.length if cx else None}
                for w, cx in r.witnesses.items()]
-        print(dumps(explore_json(r, run.labels, wit)))
+        lines = None if sc is None else [
+            run.prog.step_of_edge[cx.path[-1][0]].line if cx.path else None
+            for cx in r.violations]
+        print(dumps(envelope("check", explore_json(r, run.labels, wit, lines),
+                             config=config_json(config if sc is None else sc.config),
+                             host="any" if sc is None else files[0])))
     else:
         print(f"tdxcheck check: {run.title}")
-        sym = "off"
+        order = None
         if run.symmetry:
             from tdxcheck.checker.explore.symmetry import Symmetry
 
-            sym = f"on, {Symmetry(run.prog.engine.layout).group_order:,} renamings"
+            order = Symmetry(run.prog.engine.layout).group_order
         print(f"verdict: {r.verdict}" + (f" ({r.reason})" if r.reason else ""))
-        print(f"states: {r.states:,} (symmetry {sym}), transitions: {r.transitions:,}, "
-              f"depth: {r.depth}, {r.seconds:.1f}s, {r.states_per_second:,.0f} states/s, "
-              f"peak memory {run.peak_rss_mib:,.0f} MiB")
+        print(f"states: {r.states:,} (symmetry {'on' if order else 'off'}), transitions: "
+              f"{r.transitions:,}, depth: {r.depth}, {r.seconds:.1f}s, "
+              f"{r.states_per_second:,.0f} states/s, peak memory {run.peak_rss_mib:,.0f} MiB")
         if r.fingerprint_collision_probability is not None:
             print(f"fingerprints: 64-bit; chance that a collision hid a state "
                   f"<= {r.fingerprint_collision_probability:.2e}")
@@ -166,28 +235,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
                      else "rerun with --trace-out DIR to get a replayable .tdx")
             print()
             print(counterexample_text(run.prog, cx, labels, repro))
-        if r.witnesses:
-            reached = [w for w, cx in r.witnesses.items() if cx is not None]
-            print(f"witnesses reached: {len(reached)}/{len(r.witnesses)}"
-                  + (f"; NOT reached: {', '.join(missing)}" if missing else ""))
-        if config is not None:
-            print(not_checked_text(config.universe()))
+        print()
+        print("\n".join(check_scope_text(run.prog.engine.u, config is not None, order,
+                                         r.witnesses)))
     if r.verdict == "violated" or missing:
         return EXIT_VIOLATED
     if r.verdict == "incomplete":
         return EXIT_INCOMPLETE
     return EXIT_OK
-
-
-def not_checked_text(u: Any) -> str:
-    """The ``--host any`` scope line: what a holds verdict does not cover."""
-    from tdxcheck.checker.explore.programs import not_covered, partly_covered
-
-    host = ", ".join(not_covered(u))
-    part = ", ".join(partly_covered(u))
-    return ("not checked by --host any (it makes SEAMCALLs only): the host's obligations "
-            f"{host}" + (f"; and the host clauses of {part}" if part else "")
-            + "; check a host with a scenario file or --host kvm")
 
 
 def _cmd_check_kvm(args: argparse.Namespace) -> int:
@@ -216,9 +271,9 @@ def _cmd_check_kvm(args: argparse.Namespace) -> int:
 
         known_checks(args.ablate, kvm_config(args.config).universe())
         run = run_kvm(args.config, faults=args.faults, ablate=args.ablate,
-                      preempt_init=args.preempt_init,
+                      preempt=args.preempt, fix=args.fix,
                       limits=Limits(args.max_states, args.max_depth, args.time_limit),
-                      progress=None if args.quiet else _progress_printer())
+                      progress=None if args.quiet else _progress_printer("explore kvm"))
     except InputError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -235,12 +290,19 @@ def _cmd_check_kvm(args: argparse.Namespace) -> int:
             base.with_suffix(".itf.json").write_text(
                 dumps_itf(itf(run.prog, cx, trace_of(run.prog, cx))))
             files.append([str(base.with_suffix(".tdx")), str(base.with_suffix(".itf.json"))])
+        for o in run.outcomes:  # the window's outcomes (preemption mode)
+            if o["length"] is not None:
+                words = " ".join((o["outcome"].split(" (")[0], o["where"], o["leak"]))
+                name = "outcome-" + "-".join(
+                    "".join(ch if ch.isalnum() else " " for ch in words.lower()).split())
+                o["file"] = str(out / f"{name}.tdx")
+                Path(o["file"]).write_text(kvm_tdx(run.prog, o["cx"]))
     if args.json:
         data = kvm_json(run)
         if files:
             for v, f in zip(data["violations"], files, strict=True):
                 v["files"] = f
-        print(dumps(data))
+        print(dumps(envelope("check", data, config=config_json(run.config), host="kvm")))
     else:
         print(kvm_text(run, traces=False))
         abl = "".join(f" --ablate {a}" for a in args.ablate)
@@ -283,7 +345,10 @@ def _cmd_mutants(args: argparse.Namespace) -> int:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
-        print(dumps(mutants_json(rows)))
+        from tdxcheck.checker.kvm import kvm_config
+
+        print(dumps(envelope("mutants", mutants_json(rows),
+                             config=config_json(kvm_config(args.config)), host="kvm")))
     else:
         print(f"tdxcheck mutants: host kvm, config {args.config}")
         print(mutants_table(rows))
@@ -335,7 +400,9 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
-        print(dumps(ablation_json(rows, args.host)))
+        cfg = kvm_config(config) if args.host == "kvm" else make_config(config, overrides)
+        print(dumps(envelope("ablate", ablation_json(rows, args.host),
+                             config=config_json(cfg), host=args.host)))
     else:
         print(f"tdxcheck ablate: host {args.host}, config {config}"
               + ("" if args.no_faults or args.host == "any" else ", module faults on"))
@@ -369,28 +436,73 @@ def _cmd_prove(args: argparse.Namespace) -> int:
     except InputError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    return _prove_output(args, result, write_traces, prove_json, prove_text)
+    return _prove_output(args, result, write_traces, prove_json, prove_text, config, "any")
 
 
 def _prove_output(args: argparse.Namespace, result: Any, write: Any, to_json: Any,
-                  to_text: Any) -> int:
+                  to_text: Any, config: Any, host: str) -> int:
     """Trace files, then the JSON or the text; the exit status is the result's."""
     from tdxcheck.checker.output.report import dumps
 
     if args.trace_out:
         write(result, Path(args.trace_out))
     if args.json:
-        print(dumps(to_json(result)))
+        print(dumps(envelope("prove", to_json(result), config=config_json(config), host=host)))
     else:
         print(to_text(result, verbose=args.verbose))
     return int(result.exit_status)
 
 
-def _prove_progress(d: dict[str, Any]) -> None:
+class Heartbeat:
+    """Progress that is never silent for long: ``__call__`` prints a progress line (as
+    ``fmt`` makes it) and a daemon thread repeats the last one, with the time it has been
+    running, when nothing new came for ``every`` seconds (a Z3 query or a report section
+    that takes minutes).  ``stop()`` ends it."""
+
+    def __init__(self, fmt: Any, every: float | None = None) -> None:
+        import threading
+        import time
+
+        self.fmt, self.time = fmt, time
+        self.every = every or (5.0 if sys.stderr.isatty() else 30.0)
+        self.last = ""
+        self.t_last = self.t0 = time.monotonic()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+        self.thread.start()
+
+    def __call__(self, d: dict[str, Any]) -> None:
+        self.last = self.fmt(d)
+        self.t_last = self.time.monotonic()
+        print(self.last, file=sys.stderr, flush=True)
+
+    def _beat(self) -> None:
+        while not self.done.wait(1.0):
+            now = self.time.monotonic()
+            if self.last and now - self.t_last >= self.every:
+                self.t_last = now
+                print(f"{self.last} ... still working ({now - self.t0:.0f}s in all)",
+                      file=sys.stderr, flush=True)
+
+    def stop(self) -> None:
+        self.done.set()
+
+
+def _prove_line(d: dict[str, Any]) -> str:
     parts = [f"{k} {v:.1f}s" if k == "seconds" else
              f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
              for k, v in d.items() if k != "phase"]
-    print(f"prove: {d.get('phase', '')}: " + ", ".join(parts), file=sys.stderr, flush=True)
+    return f"prove: {d.get('phase', '')}: " + ", ".join(parts)
+
+
+def _prove_progress(d: dict[str, Any]) -> None:
+    global _HEART
+    if _HEART is None:
+        _HEART = Heartbeat(_prove_line)
+    _HEART(d)
+
+
+_HEART: Heartbeat | None = None
 
 
 def _cmd_prove_scenario(args: argparse.Namespace) -> int:
@@ -421,15 +533,17 @@ def _cmd_prove_scenario(args: argparse.Namespace) -> int:
     except InputError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    return _prove_output(args, result, write_scenario_traces, scenario_json, scenario_text)
+    return _prove_output(args, result, write_scenario_traces, scenario_json, scenario_text,
+                         sc.config, args.host)
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, str]:
-    """The ``key=value`` arguments (ValueError on anything else)."""
+def _overrides(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The ``key=value`` arguments, in order (a key given twice is refused by
+    ``make_config``; anything that is not key=value is bad input)."""
     bad = [a for a in args.args if "=" not in a]
     if bad:
         raise InputError(f"expected key=value, got {' '.join(bad)}")
-    return dict(a.split("=", 1) for a in args.args)
+    return [tuple(a.split("=", 1)) for a in args.args]  # type: ignore[misc]
 
 
 def _config_args(args: argparse.Namespace) -> Any:
@@ -440,7 +554,6 @@ def _config_args(args: argparse.Namespace) -> Any:
 
 
 def _cmd_coverage(args: argparse.Namespace) -> int:
-    import json
 
     from tdxcheck.checker.analyses.coverage import (
         BaselineError,
@@ -457,7 +570,7 @@ def _cmd_coverage(args: argparse.Namespace) -> int:
         baseline = load(args.baseline) if args.baseline else None
         cov, _walk = collect(config, faults=args.faults, ablate=args.ablate,
                              symmetry=False if args.no_symmetry else None,
-                             progress=None if args.quiet else _progress_printer())
+                             progress=None if args.quiet else _progress_printer("coverage"))
     except BaselineError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
@@ -467,14 +580,14 @@ def _cmd_coverage(args: argparse.Namespace) -> int:
     if not args.quiet and sys.stderr.isatty():
         print(file=sys.stderr)
     if args.save:
-        Path(args.save).write_text(dumps(cov))
+        Path(args.save).write_text(dumps(cov, config))
     cmp = compare(baseline, cov) if baseline is not None else None
     if args.json:
         data = cov.to_json()
         if cmp is not None:
             data["baseline"] = {"file": args.baseline, "regressions": cmp.regressions,
                                 "gained": cmp.gained, "notes": cmp.notes}
-        print(json.dumps(data, indent=1, sort_keys=True))
+        print(dumps(data, config), end="")
     else:
         print(coverage_text(cov, f"tdxcheck coverage: host any, config {cov.description}"))
         if cmp is not None:
@@ -499,7 +612,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
         config = _config_args(args)
         G = graph(config, args.projection, symmetry=not args.no_symmetry,
                   max_states=args.max_states,
-                  progress=None if args.quiet else _progress_printer())
+                  progress=None if args.quiet else _progress_printer("graph"))
         data = write(G, fmt)
     except InputError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
@@ -522,7 +635,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         config = _config_args(args)
         known_checks(args.ablate, config.universe())
         data = collect(config, faults=args.faults, ablate=args.ablate,
-                       progress=None if args.quiet else _progress_printer())
+                       progress=None if args.quiet else _progress_printer("report"))
     except InputError as e:
         print(f"tdxcheck: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -541,11 +654,11 @@ def _cmd_conform(args: argparse.Namespace) -> int:
     r = conform(args.steps, args.seed)
     if args.json:
         d = r.disagreement
-        print(dumps({"steps": r.steps, "seed": r.seed, "agree": r.ok,
+        print(dumps(envelope("conform", {"steps": r.steps, "seed": r.seed, "agree": r.ok,
                      "disagreement": None if d is None else {
                          "step_index": d.step_index, "model": d.model,
                          "executor": d.executor},
-                     "reproducer": r.reproducer}))
+                     "reproducer": r.reproducer})))
     elif r.ok:
         print(f"conform: {r.steps:,} random steps (seed {r.seed}): model and executor agree")
     else:
@@ -571,6 +684,13 @@ def _ablate_arg(p: argparse.ArgumentParser) -> None:
                    "tdxcheck ablate --list names them)")
 
 
+def _kvm_fixes() -> list[str]:
+    """The kvm host's candidate fixes (checker/kvm/config.py FIXES), for --fix."""
+    from tdxcheck.checker.kvm import FIXES
+
+    return list(FIXES)
+
+
 def _json_quiet(p: argparse.ArgumentParser, json_help: str = "print the result as JSON") -> None:
     p.add_argument("--json", action="store_true", help=json_help)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -582,6 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "usage, 3 incomplete (a limit or a solver timeout), 4 internal error (a bug in "
                 "tdxcheck: re-run with --debug and report it).")
     _debug_arg(p, False)
+    p.add_argument("--version", action="version", version=f"tdxcheck {version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     r = sub.add_parser("replay", help="step a scenario file through the model")
     r.add_argument("file", nargs="?", help="scenario file (*.tdx); default: the built-in "
@@ -610,17 +731,30 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", default="default", help="tiny | default | large")
     c.add_argument("--faults", action="store_true",
                    help="let every SEAMCALL fail at each of its fault points")
-    c.add_argument("--preempt-init", action="store_true",
-                   help="--host kvm: let KVM_TDX_INIT_VCPU be preempted between TDH.VP.INIT and "
-                   "tdx->state = INITIALIZED and resume on another CPU (see checker/kvm/vcpu.py)")
+    pre = c.add_mutually_exclusive_group()
+    pre.add_argument("--preempt", action="store_const", const="all", dest="preempt",
+                     help="--host kvm: a CONFIG_PREEMPTION kernel: a thread with a vCPU loaded "
+                     "may be preempted and resume on another CPU wherever the kernel can "
+                     "reschedule (see checker/kvm/); lists the KVM_TDX_INIT_VCPU window's "
+                     "outcomes")
+    pre.add_argument("--preempt-init", action="store_const", const="init_vcpu",
+                     dest="preempt",
+                     help="--host kvm: as --preempt, with only the reschedule points inside "
+                     "the KVM_TDX_INIT_VCPU window (TDH.VP.INIT .. the state store): a subset")
+    c.add_argument("--fix", choices=tuple(_kvm_fixes()), default=None, metavar="FIX",
+                   help="--host kvm: apply a candidate fix of the KVM_TDX_INIT_VCPU window: "
+                   + ", ".join(_kvm_fixes()))
     c.add_argument("--all", action="store_true",
                    help="one shortest trace per violated invariant (default: stop at first)")
     c.add_argument("--no-symmetry", action="store_true", help="turn symmetry reduction off")
     c.add_argument("--fingerprint", action="store_true",
                    help="store 64-bit fingerprints instead of exact states")
-    c.add_argument("--max-states", type=int, default=None)
-    c.add_argument("--max-depth", type=int, default=None)
-    c.add_argument("--time-limit", type=float, default=None, metavar="SECONDS")
+    c.add_argument("--max-states", type=POSITIVE, default=None,
+                   help="stop (verdict incomplete) after this many states")
+    c.add_argument("--max-depth", type=NON_NEGATIVE, default=None,
+                   help="stop (verdict incomplete) below this depth")
+    c.add_argument("--time-limit", type=SECONDS, default=None, metavar="SECONDS",
+                   help="stop (verdict incomplete) after this long")
     _ablate_arg(c)
     c.add_argument("--trace-out", metavar="DIR",
                    help="write each counterexample as DIR/<invariant>.tdx and .itf.json")
@@ -658,7 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: from the -o suffix, else dot")
     g.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
     g.add_argument("--no-symmetry", action="store_true", help="turn symmetry reduction off")
-    g.add_argument("--max-states", type=int, default=5000,
+    g.add_argument("--max-states", type=POSITIVE, default=5000,
                    help="refuse a full graph of more states (default 5000)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     _debug_arg(g)
@@ -704,8 +838,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="print the module checks' names, in rule order, and exit")
     ab.add_argument("--no-faults", action="store_true",
                     help="--host kvm: no module faults (default: faults on)")
-    ab.add_argument("--max-states", type=int, default=None, help="per check")
-    ab.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+    ab.add_argument("--max-states", type=POSITIVE, default=None, help="per check")
+    ab.add_argument("--time-limit", type=SECONDS, default=None, metavar="SECONDS",
                     help="per check")
     _json_quiet(ab)
     _debug_arg(ab)
@@ -729,13 +863,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="show only this invariant (repeatable); induction still proves it "
                     "together with every other invariant and lemma")
     pv.add_argument("--bmc", action="store_true", help="bounded model checking")
-    pv.add_argument("--depth", type=int, default=None,
+    pv.add_argument("--depth", type=NON_NEGATIVE, default=None,
                     help="bmc depth (default 8); induction: how deep to look for a real "
                     "violation of a non-inductive invariant")
     pv.add_argument("--lemmas-used", action="store_true",
                     help="also list, per proved invariant, the hypotheses its proofs cite "
                     "(minimised unsat cores; slower)")
-    pv.add_argument("--timeout-ms", type=int, default=60_000, help="per solver query")
+    pv.add_argument("--timeout-ms", type=POSITIVE, default=60_000, help="per solver query")
     pv.add_argument("--trace-out", metavar="DIR",
                     help="write each violation as DIR/<invariant>.tdx and .itf.json")
     pv.add_argument("-v", "--verbose", action="store_true", help="per-query detail")
@@ -744,13 +878,24 @@ def build_parser() -> argparse.ArgumentParser:
     pv.set_defaults(fn=_cmd_prove)
 
     f = sub.add_parser("conform", help="random walks on the model and the executor in lockstep")
-    f.add_argument("--steps", type=int, default=10_000)
-    f.add_argument("--seed", type=int, default=1)
-    f.add_argument("--json", action="store_true")
+    f.add_argument("--steps", type=POSITIVE, default=10_000,
+                   help="random steps in all (default 10000)")
+    f.add_argument("--seed", type=int, default=1, help="the first walk's seed (default 1)")
+    f.add_argument("--json", action="store_true", help="print the result as JSON")
     _debug_arg(f)
     f.set_defaults(fn=_cmd_conform)
     _apis_parser(sub)
     return p
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every place a command will write is checked before it starts."""
+    if getattr(args, "trace_out", None):
+        writable_dir(args.trace_out)
+    if getattr(args, "save", None):
+        writable_file(args.save)
+    if getattr(args, "output", None):
+        (writable_dir if args.command == "report" else writable_file)(args.output)
 
 
 # ------------------------------------------------------------------ apis (issue 14)
@@ -770,9 +915,9 @@ def _apis_parser(sub: Any) -> None:
                    help="only this class, by number or id (repeatable)")
     a.add_argument("--faults", action="store_true",
                    help="let every SEAMCALL fail at each of its fault points")
-    a.add_argument("--max-states", type=int, default=None, help="per variant")
-    a.add_argument("--max-depth", type=int, default=None, help="per variant")
-    a.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+    a.add_argument("--max-states", type=POSITIVE, default=None, help="per variant")
+    a.add_argument("--max-depth", type=NON_NEGATIVE, default=None, help="per variant")
+    a.add_argument("--time-limit", type=SECONDS, default=None, metavar="SECONDS",
                    help="per variant")
     a.add_argument("--trace-out", metavar="DIR",
                    help="write each cell's shortest trace as DIR/<variant>/<NN-class>.tdx")
@@ -825,7 +970,7 @@ def _cmd_apis(args: argparse.Namespace) -> int:
         out["trace_files"] = files
         if cr is not None:
             out["credit"] = rep.credit_json(cr)
-        print(dumps(out))
+        print(dumps(envelope("apis", out, config=config_json(config))))
     else:
         print(rep.apis_text(res, details=args.verbose))
         if cr is not None:
@@ -855,6 +1000,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.print_help(sys.stderr)
         return EXIT_USAGE
     try:
+        _check_outputs(args)  # before any work: a bad path is bad input, not a traceback
         return int(args.fn(args))
     except ScenarioError as e:  # a line of the user's file
         print(str(e), file=sys.stderr)

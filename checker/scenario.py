@@ -78,6 +78,7 @@ __all__ = [
     "SEAMCALL_LEAVES",
     "Config",
     "InputError",
+    "config_values",
     "Scenario",
     "ScenarioError",
     "Step",
@@ -133,6 +134,35 @@ _CONFIG_LIMITS: dict[str, tuple[int, int | None]] = {
     "clear_before_reuse": (0, 1),
     "wrapper_clflush": (0, 1),
 }
+
+
+def config_values(pairs: Sequence[tuple[str, str]],
+                  extra: Mapping[str, tuple[int, int | None]] | None = None,
+                  prefix: str = "") -> dict[str, int]:
+    """The one validation of configuration values, wherever they come from (a scenario's
+    ``config`` line, ``key=value`` overrides on the command line): known keys (with a
+    suggestion for a typo), no key twice, integers within ``_CONFIG_LIMITS`` (and ``extra``:
+    the object counts of ``--host any``).  Raises ``InputError`` with the reason; ``prefix``
+    starts each message (``"config "`` for a file's line)."""
+    limits = {**_CONFIG_LIMITS, **(extra or {})}
+    values: dict[str, int] = {}
+    for key, value in pairs:
+        if key not in limits:
+            raise InputError(f"unknown {prefix}key {key!r}{_suggest(key, limits)}"
+                             f" (keys: {', '.join(limits)})")
+        if key in values:
+            raise InputError(f"duplicate {prefix}key {key}=")
+        try:
+            v = _parse_int(value)
+        except ValueError as e:
+            raise InputError(f"{prefix}{key}: {e}") from None
+        lo, hi = limits[key]
+        if v < lo or (hi is not None and v > hi):
+            why = " (the limit tdxcheck's state layout is built for)" if hi and v > hi \
+                and hi > 1 and key != "sept_levels" else ""
+            raise InputError(f"{prefix}{key}={value}: must be {_limit_text(lo, hi)}{why}")
+        values[key] = v
+    return values
 
 
 def _limit_text(lo: int, hi: int | None) -> str:
@@ -249,7 +279,8 @@ def _parse_status(text: str) -> tuple[int, bool, str]:
     except StatusSyntaxError as e:
         raise ValueError(str(e)) from None
     name = text.partition("|")[0]
-    if has_opid and not 0 <= code - int(Status[name]) <= 0xFFFFFFFF:
+    if has_opid and name in Status.__members__ and \
+            not 0 <= code - int(Status[name]) <= 0xFFFFFFFF:
         raise ValueError(f"operand id in {text!r} must be in 0..0xFFFFFFFF")
     return code, has_opid, _status_text(code, has_opid)
 
@@ -332,26 +363,15 @@ class _Parser:
             raise self.err(f"config given twice (first on line {sc.config_line})")
         if sc.steps or sc.threads:
             raise self.err("config must come before the first step and thread")
-        values: dict[str, int] = {}
+        pairs = []
         for tok in toks[1:]:
             if tok.startswith("->"):
                 raise self.err("config takes no '-> STATUS'")
-            key, value = self.key_value(tok)
-            if key not in _CONFIG_LIMITS:
-                raise self.err(f"unknown config key {key!r}{_suggest(key, _CONFIG_LIMITS)}"
-                               f" (keys: {', '.join(_CONFIG_LIMITS)})")
-            if key in values:
-                raise self.err(f"duplicate config key {key}=")
-            try:
-                v = _parse_int(value)
-            except ValueError as e:
-                raise self.err(f"config {key}: {e}") from None
-            lo, hi = _CONFIG_LIMITS[key]
-            if v < lo or (hi is not None and v > hi):
-                why = " (the limit tdxcheck's state layout is built for)" if hi and v > hi \
-                    and key not in ("sept_levels",) and hi > 1 else ""
-                raise self.err(f"config {key}={value}: must be {_limit_text(lo, hi)}{why}")
-            values[key] = v
+            pairs.append(self.key_value(tok))
+        try:
+            values = config_values(pairs, prefix="config ")
+        except InputError as e:
+            raise self.err(str(e)) from None
         sc.config = Config(**values)
         sc.config_line = self.line
 

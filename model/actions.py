@@ -81,7 +81,8 @@ def wrapper_pre(action: Action, u: Universe) -> tuple[Effect, ...]:
 
 
 def describe(action: Action, u: Universe) -> str:
-    """``tdh_mng_create(td=td0, tdr=tdr0, hkid=1) [cpu0]`` for traces."""
+    """``tdh_mng_key_config(tdr=tdr0, cpu=1)`` for traces: named operands, and the CPU of
+    every SEAMCALL (and of a ``host_write``), which decides where it runs."""
     parts = []
     for k, v in action.args:
         if k in ("tdr", "page", "tdvpr"):
@@ -94,6 +95,8 @@ def describe(action: Action, u: Universe) -> str:
             parts.append(f"gpa=0x{v:x}")
         else:
             parts.append(f"{k}={v}")
+    if action.is_seamcall or action.kind == "host_write":
+        parts.append(f"cpu={action.cpu}")
     name = action.step if action.step != "seamcall" else f"seamcall {action.kind}"
     return f"{name}({', '.join(parts)})"
 

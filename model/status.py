@@ -139,8 +139,27 @@ def _suggest(word: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+def status_hex(code: int) -> str:
+    """The 64-bit value as ``0x`` and 16 hex digits (what dmesg and the module print)."""
+    return f"0x{code:016X}"
+
+
 def parse_status(text: str) -> tuple[int, bool]:
-    """Parse ``NAME`` or ``NAME|OPID``; return (code, has_operand_id)."""
+    """Parse ``NAME``, ``NAME|OPID`` or a 64-bit value as ``0x...`` (pasted from dmesg: it
+    has an operand id when its low 32 bits are not 0); return (code, has_operand_id)."""
+    if text[:2].lower() == "0x":
+        try:
+            code = int(text, 16)
+        except ValueError:
+            raise StatusSyntaxError(f"bad status value {text!r} (write 0x and hex digits)"
+                                    ) from None
+        if not 0 <= code < 1 << 64:
+            raise StatusSyntaxError(f"status value {text} does not fit in 64 bits")
+        try:
+            Status(status_class(code))
+        except ValueError:
+            raise StatusSyntaxError(f"{text} is no status the module returns") from None
+        return code, bool(code & 0xFFFFFFFF)
     name, sep, opid = text.partition("|")
     if name not in Status.__members__:
         raise StatusSyntaxError(f"unknown status {name!r}{_suggest(name, list(Status.__members__))}")

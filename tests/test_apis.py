@@ -268,6 +268,8 @@ def test_cli_apis(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
                "--trace-out", str(tmp_path)])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
+    assert out["schema"] == "tdxcheck/1" and out["command"] == "apis"
+    assert out["config"]["name"] == "tiny" and out["config"]["tds"] == 1
     cells = {c["class"]: c for c in out["variants"][0]["cells"]}
     assert cells["leak"]["verdict"] == SILENT and cells["no-clflush"]["verdict"] == IMPOSSIBLE
     assert out["trace_files"] == [str(tmp_path / "helpers" / "13-leak.tdx")]

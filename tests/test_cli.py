@@ -36,18 +36,24 @@ def test_json_contract(tmp_path: Path) -> None:
     p = run("replay", "--json", str(ROOT / "examples" / "bug-remove-without-block.tdx"))
     assert p.returncode == 1
     out = json.loads(p.stdout)
-    # the contract's three keys, plus the executor's two (issue: concrete executor)
-    assert set(out) == {"steps", "violations", "mismatches", "consequences", "disagreements"}
+    # the common envelope, the contract's three keys, plus the executor's two
+    envelope = {"schema", "tool", "version", "command", "config", "host"}
+    assert set(out) == envelope | {"steps", "violations", "mismatches", "consequences",
+                                   "disagreements"}
+    assert out["schema"] == "tdxcheck/1" and out["command"] == "replay"
     assert out["disagreements"] == []
     only_model = json.loads(run("replay", "--json", "--engine", "model", str(
         ROOT / "examples" / "bug-remove-without-block.tdx")).stdout)
-    assert set(only_model) == {"steps", "violations", "mismatches"}
+    assert set(only_model) == envelope | {"steps", "violations", "mismatches"}
     step = out["steps"][-1]
-    assert set(step) == {"line", "step", "status", "status_code", "expected", "ok"}
+    # §6's keys, plus the step's number, its text and the calls it made
+    assert {"line", "step", "status", "status_code", "expected", "ok"} <= set(step)
     assert step["status"] == "TDX_GPA_RANGE_NOT_BLOCKED|RCX"
-    assert step["status_code"] == 0xC0000B0600000001
+    assert step["status_code"] == "0xC0000B0600000001"  # hex: JSON numbers lose bits
+    assert int(step["status_code"], 16) == 0xC0000B0600000001
     assert step["expected"] == "TDX_SUCCESS" and step["ok"] is False
-    assert out["mismatches"][0]["line"] == step["line"]
+    m = out["mismatches"][0]
+    assert m["line"] == step["line"] and m["step"] == step["index"] == m["step_index"] + 1
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -199,19 +205,31 @@ def test_prove_exit_codes_and_json(tmp_path: Path) -> None:
         assert p.returncode in (1, 3) and "unknown" in statuses
 
 
-def test_kvm_preempt_init_window_is_a_no_leak_finding(tmp_path: Path) -> None:
-    """KVM_TDX_INIT_VCPU preempted between TDH.VP.INIT and state := INITIALIZED: the later
-    flushes miss the CPU the vCPU is associated with, and KVM leaks the HKID and the pages
-    with no module fault (opt-in: checker/kvm/, preempt_init)."""
-    p = run("check", "--host", "kvm", "--config", "tiny", "--preempt-init", "-q",
+def test_kvm_preempt_finds_the_init_vcpu_window_and_a_fix_closes_it(tmp_path: Path) -> None:
+    """check --host kvm --preempt: KVM_TDX_INIT_VCPU preempted between TDH.VP.INIT and the
+    state store bugs the VM or leaks with no module fault; the window's outcomes are written
+    as .tdx files that replay on both engines; --fix state_under_mmu_lock holds."""
+    p = run("check", "--host", "kvm", "--config", "tiny", "--preempt", "-q",
             "--trace-out", str(tmp_path))
     assert p.returncode == 1, p.stdout + p.stderr
-    assert "[no-leak] violated" in p.stdout and "TDX_FLUSHVP_NOT_DONE" in p.stdout
+    assert "[no-leak] violated" in p.stdout and "[vm-bugged] violated" in p.stdout
+    assert "TDX_FLUSHVP_NOT_DONE" in p.stdout and "silent leak" in p.stdout
     assert " -> TDX_SUCCESS -> TDX_SUCCESS" not in p.stdout
-    r = run("replay", str(tmp_path / "no-leak.tdx"), "--json")
+    silent = tmp_path / "outcome-silent-leak-migrated-after-the-vmcs-writes-leaks-no-s-ept-page.tdx"
+    assert silent.exists(), sorted(f.name for f in tmp_path.iterdir())
+    r = run("replay", str(silent), "--json")
     rep = json.loads(r.stdout)
     assert r.returncode == 1 and rep["disagreements"] == [] and rep["mismatches"] == []
     assert {"no-leak"} == {v["invariant"] for v in rep["violations"]}
+    p = run("check", "--host", "kvm", "--config", "tiny", "--preempt-init", "--fix",
+            "state_under_mmu_lock", "--json", "-q")
+    assert p.returncode == 0, p.stdout + p.stderr
+    d = json.loads(p.stdout)
+    assert d["verdict"] == "holds" and d["preempt"] == "init_vcpu"
+    assert d["fix"] == "state_under_mmu_lock"
+    assert all(o["length"] is None for o in d["outcomes"])
+    p = run("check", "--preempt", "-q")
+    assert p.returncode == 2 and "--host kvm" in p.stderr
 
 
 def test_prove_host_file_agrees_with_check(tmp_path: Path) -> None:

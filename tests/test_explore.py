@@ -215,13 +215,14 @@ def test_cli_exit_codes_and_json() -> None:
     assert p.returncode == 1
     v = json.loads(p.stdout)["violations"][0]
     assert v["invariant"] == "keyid-after-vpflushdone" and v["length"] == 5
-    assert v["trace"][-1].startswith("tdh_mng_key_freeid")
+    assert v["trace"][-1]["call"].startswith("tdh_mng_key_freeid")
+    assert v["trace"][-1]["step"] == 5 and v["trace"][-1]["status_code"].startswith("0x")
 
 
 @pytest.mark.parametrize("args,needle", [
     (["--config", "huge"], "unknown configuration"),
     (["--config", "tiny", "pagez=3"], "did you mean pages"),
-    (["--config", "tiny", "pages=x"], "not an integer"),
+    (["--config", "tiny", "pages=x"], "pages: bad integer"),
     (["a.tdx", "b.tdx"], "one scenario file"),
 ])
 def test_cli_bad_options(args: list[str], needle: str) -> None:

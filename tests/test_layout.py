@@ -10,14 +10,15 @@ CHECKER = Path(__file__).resolve().parent.parent / "checker"
 
 #: what each part of the checker may import (besides itself, model/ and properties/)
 ALLOWED: dict[str, set[str]] = {
-    "scenario": set(),
-    "executor": set(),
-    "explore": {"executor", "scenario"},
-    "kvm": {"explore", "executor", "scenario"},
-    "prove": {"explore", "executor", "scenario"},
-    "analyses": {"explore", "kvm", "prove", "executor", "scenario"},
-    "output": {"explore", "kvm", "prove", "analyses", "executor", "scenario"},
-    "cli": {"explore", "kvm", "prove", "analyses", "output", "executor", "scenario"},
+    "version": set(),
+    "scenario": {"version"},
+    "executor": {"version"},
+    "explore": {"executor", "scenario", "version"},
+    "kvm": {"explore", "executor", "scenario", "version"},
+    "prove": {"explore", "executor", "scenario", "version"},
+    "analyses": {"explore", "kvm", "prove", "executor", "scenario", "version"},
+    "output": {"explore", "kvm", "prove", "analyses", "executor", "scenario", "version"},
+    "cli": {"explore", "kvm", "prove", "analyses", "output", "executor", "scenario", "version"},
     "__main__": {"cli"},
 }
 

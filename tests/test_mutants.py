@@ -20,7 +20,7 @@ from tdxcheck.checker.analyses.mutants import (
 )
 from tdxcheck.checker.explore.bfs import explore
 from tdxcheck.checker.explore.replay import replay
-from tdxcheck.checker.kvm import SWITCHES, KvmHost, kvm_config, kvm_tdx
+from tdxcheck.checker.kvm import FIXES, SWITCHES, KvmHost, kvm_config, kvm_tdx
 from tdxcheck.checker.scenario import parse_text
 
 
@@ -39,6 +39,10 @@ def test_at_least_twelve_named_mutants_each_one_switch_read_once() -> None:
         assert src.count(f'mut("{name}")') == 1, name
     for m in MUTANTS:
         assert m.invariant in m.description
+    # the candidate fixes of the KVM_TDX_INIT_VCPU window are kept apart from the mutants
+    assert not set(FIXES) & set(SWITCHES)
+    for name in FIXES:
+        assert src.count(f'fixed("{name}")') == 1, name
 
 
 @pytest.mark.parametrize("m", MUTANTS, ids=lambda m: m.name)
@@ -68,9 +72,9 @@ def test_equivalent_mutations_change_nothing_any_run_breaks() -> None:
     assert [e["name"] for e in ev] == [e[0] for e in EQUIVALENT] * 2
     for e in ev:
         assert not e["killed"], e
-        if not e["preempt_init"]:
+        if not e["preempt"]:
             assert not e["site_reached"], e  # unreachable without the preemption window
-    by = {(e["name"], e["preempt_init"]): e for e in ev}
+    by = {(e["name"], e["preempt"]): e for e in ev}
     # with the INIT_VCPU preemption window KVM does reach TDX_FLUSHVP_NOT_DONE; ignoring it
     # is harmless only because KEY.FREEID refuses a TD that VPFLUSHDONE did not block
     ign = by["ignore_flushvp_not_done", True]

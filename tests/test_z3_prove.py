@@ -101,7 +101,6 @@ def test_default_everything_proved() -> None:
     st = statuses(r)
     assert MODULE_INVARIANTS <= set(st)
     assert set(st.values()) == {PROVED}, {k: v for k, v in st.items() if v != PROVED}
-    assert r.seconds < 120
 
 
 @pytest.mark.parametrize("faults", [False, pytest.param(True, marks=pytest.mark.slow)])

@@ -43,7 +43,7 @@ def check_names(u: Universe) -> list[str]:
 
 
 def _explore_any(config_name: str, check: str, limits: Limits,
-                 overrides: dict[str, str]) -> Any:
+                 overrides: Any) -> Any:
     prog = AnyHost(make_config(config_name, overrides).universe(), ablate=[check])
     return explore(prog, limits, stop_at_first=False,
                    canon=Symmetry(prog.engine.layout).canonical)
@@ -58,7 +58,7 @@ def _explore_kvm(config_name: str, check: str, limits: Limits, faults: bool) -> 
 
 def run_ablation(host: str = "any", config_name: str = "tiny", *,
                  checks: Sequence[str] | None = None, faults: bool = True,
-                 limits: Limits | None = None, overrides: dict[str, str] | None = None,
+                 limits: Limits | None = None, overrides: Any = None,
                  progress: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
     """One row per module check: ``{"check", "broken": {invariant: shortest length},
     "invariant", "length" (the shortest of them, or None), "verdict", "states",
@@ -67,7 +67,7 @@ def run_ablation(host: str = "any", config_name: str = "tiny", *,
     ``overrides`` are ``key=value`` config overrides for ``--host any``."""
     if host not in ("any", "kvm"):
         raise InputError(f"unknown host {host!r} (have: any, kvm)")
-    overrides = dict(overrides or {})
+    overrides = overrides or []  # key=value pairs (or a dict): make_config validates them
     limits = limits or Limits()
     if host == "any":
         u = make_config(config_name, overrides).universe()

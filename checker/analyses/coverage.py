@@ -35,14 +35,13 @@ from typing import Any
 
 from tdxcheck.checker.explore.bfs import make_packer
 from tdxcheck.checker.scenario import InputError
+from tdxcheck.checker.version import JSON_SCHEMA, config_json, envelope
 from tdxcheck.model.actions import Action
 from tdxcheck.model.expr import Const
 from tdxcheck.model.rule import LEAVES, Fault, Rule
 from tdxcheck.model.state import State
 from tdxcheck.model.status import status_name
 from tdxcheck.properties.witnesses import WITNESSES
-
-SCHEMA = 1
 
 #: notes on a status cell that was never reached although the rules list it
 NOTE_FAULT = "fault point: needs --faults"
@@ -121,9 +120,8 @@ class Coverage:
         return [(w, c) for w, c in self.unreached() if c.hole]
 
     def to_json(self) -> dict[str, Any]:
+        """The coverage fields (``dumps`` puts them under the common JSON envelope)."""
         return {
-            "schema": SCHEMA,
-            "tool": "tdxcheck coverage",
             "config": self.config,
             "description": self.description,
             "symmetry": self.symmetry,
@@ -150,9 +148,14 @@ class Coverage:
         }
 
 
-def dumps(cov: Coverage | dict[str, Any]) -> str:
-    """The coverage file: sorted keys, one value per line, so diffs stay readable."""
+def dumps(cov: Coverage | dict[str, Any], config: Any = None) -> str:
+    """The coverage file (and ``coverage --json``): the common envelope (``version.py``,
+    command ``coverage``, ``config`` the configuration's every value), then the coverage;
+    sorted keys, one value per line, so diffs stay readable."""
     data = cov.to_json() if isinstance(cov, Coverage) else cov
+    if "schema" not in data:
+        data = envelope("coverage", data, config=config_json(config) or {"name": data["config"]},
+                        host="any")
     return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 
@@ -471,11 +474,12 @@ def load(path: str | Path) -> dict[str, Any]:
         raise BaselineError(f"{p}: cannot read: {e.strerror or e}") from None
     except json.JSONDecodeError as e:
         raise BaselineError(f"{p}:{e.lineno}: not JSON: {e.msg}") from None
-    if not isinstance(data, dict) or data.get("tool") != "tdxcheck coverage":
+    if not isinstance(data, dict) or data.get("tool") not in ("tdxcheck", "tdxcheck coverage") \
+            or data.get("command", "coverage") != "coverage":
         raise BaselineError(f"{p}: not a tdxcheck coverage file")
-    if data.get("schema") != SCHEMA:
+    if data.get("schema") != JSON_SCHEMA:
         raise BaselineError(f"{p}: coverage schema {data.get('schema')!r}, this tdxcheck "
-                            f"reads {SCHEMA}")
+                            f"reads {JSON_SCHEMA}: regenerate it with tdxcheck coverage --save")
     return data
 
 

@@ -15,9 +15,9 @@ protocol breaks: the line they change is only reached on an error path KVM never
 the call the mutant goes on to make (``equivalence_evidence`` checks both, with every fault
 injected, and that ablating that module check kills the mutant).
 
-Mutants run without the preemption window (``KvmHost(preempt_init=False)``), where the
-reference KVM breaks no invariant; with it the reference itself leaks (a ``no-leak``
-finding, see ``checker/kvm/``) and a ``no-leak`` kill would say nothing.
+Mutants run without the preemption mode (``KvmHost(preempt=None)``), where the reference
+KVM breaks no invariant; with it the reference itself leaks and bugs the VM (the
+KVM_TDX_INIT_VCPU window, see ``checker/kvm/``) and a ``no-leak`` kill would say nothing.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ EQUIVALENT: tuple[tuple[str, str, str], ...] = (
       "Without the INIT_VCPU preemption window the line is unreachable: every vCPU KVM "
       "associated is flushed on its CPU just before, and TDH.VP.FLUSH cannot fail under "
       "KVM's locking (TDVPR exclusive, TDR shared: no other thread uses them, as "
-      "tdx_flush_vp says). With the window (preempt_init=True) the line is reached, but "
+      "tdx_flush_vp says). With the window (the preemption mode) the line is reached, but "
       "TDH.MNG.KEY.FREEID refuses a TD VPFLUSHDONE did not block (mng.key_freeid.blocked: "
       "TDX_LIFECYCLE_STATE_INCORRECT), so KVM leaks exactly what it leaks after goto out; "
       "with that module check ablated the mutant breaks keyid-after-vpflushdone"),
@@ -195,23 +195,24 @@ def run_mutants(config_name: str = "tiny", names: Sequence[str] | None = None,
 def equivalence_evidence(config_name: str = "tiny") -> list[dict[str, Any]]:
     """For each ``EQUIVALENT`` mutation, with every fault injected: whether KVM reaches the
     error site its changed line sits behind and whether the mutant is killed, once as
-    modelled by default and once with the INIT_VCPU preemption window (``preempt``: there
-    "killed" means the mutant breaks an invariant the reference does not); and, where a
-    module check makes the mutation harmless, whether ablating it kills the mutant."""
+    modelled by default and once in the preemption mode (``preempt``, which opens the
+    KVM_TDX_INIT_VCPU window: there "killed" means the mutant breaks an invariant the
+    reference does not); and, where a module check makes the mutation harmless, whether
+    ablating it kills the mutant."""
     from tdxcheck.checker.kvm import run_kvm
 
     def broken(mutant: str | None, preempt: bool, ablate: Sequence[str] = ()) -> set[str]:
         prog = KvmHost(kvm_config(config_name), faults=True, mutant=mutant,
-                       preempt_init=preempt, ablate=ablate)
+                       preempt="all" if preempt else None, ablate=ablate)
         return {cx.invariant for cx in explore(prog, stop_at_first=False).violations}
 
     out = []
     for preempt in (False, True):
-        ref = run_kvm(config_name, faults=True, preempt_init=preempt)
+        ref = run_kvm(config_name, faults=True, preempt="all" if preempt else None)
         ref_broken = {v["invariant"] for v in ref.violations}
         for name, desc, site in EQUIVALENT:
             row: dict[str, Any] = {
-                "name": name, "description": desc, "site": site, "preempt_init": preempt,
+                "name": name, "description": desc, "site": site, "preempt": preempt,
                 "site_reached": ref.errors_reached.get(site) is not None,
                 "killed": bool(broken(name, preempt) - ref_broken)}
             guard = EQUIVALENT_GUARD.get(name)

@@ -44,7 +44,14 @@ def labels_of(prog: Any, cx: Counterexample) -> list[str]:
     """Each step of a counterexample as a wrapper call with named operands."""
     if isinstance(prog, AnyHost):
         return [describe(prog.action_of(e), prog.u) for e, _ in cx.path]
-    return [f"{prog.edges[e].label}  [{prog.names[prog.edges[e].thread]}]" for e, _ in cx.path]
+    return [f"[{prog.names[prog.edges[e].thread]}] {step_call(prog.edges[e].label)}"
+            for e, _ in cx.path]
+
+
+def step_call(text: str) -> str:
+    """A scenario line as a call: its words without the ``-> STATUS`` expectation (the
+    status it returned is printed next to it) and without alignment padding."""
+    return " ".join(text.split("->", 1)[0].split())
 
 
 def witness_fn(prog: Any, ids: Sequence[str]) -> Callable[[State], list[str]]:

@@ -13,11 +13,11 @@ violation found here is a hole in the module's rules (or in the model), never a 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tdxcheck.checker.scenario import InputError
+from tdxcheck.checker.scenario import InputError, config_values
 from tdxcheck.model.actions import Action, describe
 from tdxcheck.model.compile import (
     NOT_ENABLED,
@@ -62,7 +62,8 @@ class Config:
         p = self.platform
         return (f"{self.name}: {self.tds} TD(s), {self.vps} vCPU(s), {self.pages} pages, "
                 f"{p.hkids - 1} private HKID(s), {p.packages} package(s) x "
-                f"{p.cpus_per_package} CPU(s), GPAs {[hex(g) for g in self.gpas]}, "
+                f"{p.cpus_per_package} CPU(s), "
+                f"{'GPAs ' + ', '.join(hex(g) for g in self.gpas) if self.gpas else 'no GPA'}, "
                 f"S-EPT depth {p.sept_levels}, TDCS {p.tdcs_pages}, TDCX {p.tdcx_pages}")
 
 
@@ -78,37 +79,63 @@ CONFIGS: dict[str, Config] = {
                                       tdcx_pages=0, max_vcpus=1, sept_levels=2),
                     tds=2, vps=2, pages=6, gpas=(0x0, 0x1000)),
 }
+#: what each named configuration reaches (README "Named configurations"; a test checks it)
+CONFIG_COVERS: dict[str, str] = {
+    "tiny": "one TD, one vCPU, one CPU, 3 pages (TDR, TDCS, TDVPR): create, key config, "
+            "TDCS, vCPU init, enter/exit, flush, teardown, reclaim, an S-EPT page (SEPT.ADD "
+            "and SEPT.REMOVE); never a guest page (PAGE.ADD, AUG and REMOVE never succeed)",
+    "default": "two TDs contending for 4 pages and one private HKID on two packages: HKID "
+               "reuse, CACHE.WB per package, a guest page (PAGE.ADD, AUG, BLOCK, TRACK and "
+               "REMOVE succeed; a guest's ACCEPT needs a fifth page and never does), two "
+               "CPUs (a host call next to a running vCPU)",
+    "large": "two TDs, two vCPUs, two private HKIDs, 6 pages, two GPAs: two vCPUs of one TD "
+             "and two guest pages; its exploration takes longer than ten minutes on a 2-core "
+             "machine (give --max-states or --time-limit)",
+}
 
 CONFIG_KEYS = ("tds", "vps", "pages", "gpas")
+#: the object counts ``--host any`` takes as ``key=value`` besides the platform's keys, with
+#: their limits (a TD is needed to check anything; past the maxima no exploration finishes)
+OBJECT_LIMITS: dict[str, tuple[int, int | None]] = {
+    "tds": (1, 8), "vps": (0, 8), "pages": (1, 32), "gpas": (0, 16)}
 
 
-def make_config(name: str, overrides: dict[str, str]) -> Config:
+def make_config(name: str, overrides: Mapping[str, str] | Sequence[tuple[str, str]]
+                ) -> Config:
     """A named configuration with ``key=value`` overrides (scenario config keys, plus
-    ``tds``, ``vps``, ``pages`` and ``gpas`` (a count: GPAs 0, 0x1000, ...))."""
-    if name not in CONFIGS:
-        raise InputError(f"unknown configuration {name!r} (have: {', '.join(CONFIGS)})")
-    c = CONFIGS[name]
+    ``tds``, ``vps``, ``pages`` and ``gpas`` (a count: GPAs 0, 0x1000, ...)), validated as a
+    scenario's ``config`` line is (``scenario.config_values``: known keys, no key twice,
+    integers within the limits)."""
+    pairs = list(overrides.items()) if isinstance(overrides, Mapping) else list(overrides)
+    values = config_values(pairs, OBJECT_LIMITS)
+    c = CONFIGS.get(name) or config_of_file(name)
     plat = dict(c.platform.__dict__)
     objs: dict[str, Any] = {"tds": c.tds, "vps": c.vps, "pages": c.pages, "gpas": c.gpas}
-    for k, v in overrides.items():
-        try:
-            n = int(v, 0)
-        except ValueError:
-            raise InputError(f"{k}={v}: not an integer") from None
+    for k, n in values.items():
         if k in plat:
             plat[k] = n
         elif k == "gpas":
             objs["gpas"] = tuple(i * 0x1000 for i in range(n))
-        elif k in objs:
-            objs[k] = n
         else:
-            import difflib
+            objs[k] = n
+    return Config(name if not pairs else f"{name}+" + ",".join(
+        f"{k}={v}" for k, v in pairs), Platform(**plat), **objs)
 
-            close = difflib.get_close_matches(k, [*plat, *CONFIG_KEYS], n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise InputError(f"unknown configuration key {k!r}{hint}")
-    return Config(name if not overrides else f"{name}+" + ",".join(
-        f"{k}={v}" for k, v in overrides.items()), Platform(**plat), **objs)
+
+def config_of_file(path: str) -> Config:
+    """``--config FILE``: a scenario's ``config`` line as the platform, and as many TDs,
+    vCPUs, pages and GPAs as the file names (at least one TD and one page)."""
+    import os
+
+    from tdxcheck.checker.scenario import parse_file
+
+    if not (path.endswith(".tdx") or os.sep in path) or not os.path.exists(path):
+        raise InputError(f"unknown configuration {path!r} (have: {', '.join(CONFIGS)}, or a "
+                         "scenario FILE.tdx whose config line to use)")
+    sc = parse_file(path)
+    gpas = tuple(sorted({g & ~0xFFF for g in sc.gpas}))
+    return Config(path, Platform(**sc.config.as_dict()), tds=max(len(sc.tds), 1),
+                  vps=len(sc.vps), pages=max(len(sc.pages), 1), gpas=gpas)
 
 
 def counter_cells(lay: Layout) -> list[int]:

@@ -213,9 +213,8 @@ class Symmetry:
                 parts = [f"(s[{i}] & {m | (m << (H * P))})"]
                 parts += [f"(((s[{i}] >> {h * P}) & {m}) << {hk[h] * P})" for h in range(1, H)]
                 expr[i] = "(" + " | ".join(parts) + ")"
-        tmap = "(" + ",".join(map(str, tp)) + ",)"
-        vmap = "(" + ",".join(map(str, vp)) + ",)"
-        hmap = "(" + ",".join(map(str, hk)) + ",)"
+        # tuple literals (``()`` when a kind has no object: vps=0)
+        tmap, vmap, hmap = repr(tuple(tp)), repr(tuple(vp)), repr(tuple(hk))
         for p in range(1, self.n_pages):
             pt, o, v = b["pt"] + p, b["owner"] + p, b["vpslot"] + p
             expr[o] = f"({tmap}[s[{o}]] if s[{pt}] in OWNED else s[{o}])"

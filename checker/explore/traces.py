@@ -14,7 +14,7 @@ from typing import Any
 
 from tdxcheck.model.actions import Action
 from tdxcheck.model.rule import LEAVES
-from tdxcheck.model.state import Layout, Platform, State, Universe
+from tdxcheck.model.state import FIELDS, FieldSpec, Layout, Platform, State, Universe
 from tdxcheck.model.status import status_name
 
 from .bfs import Counterexample
@@ -172,26 +172,89 @@ def scenario_tdx(prog: Any, cx: Counterexample, title: str) -> str:
 
 
 def itf(prog: Any, cx: Counterexample, labels: list[str]) -> dict[str, Any]:
-    """ITF (ADR-015): states with every named cell, the action and status that led there."""
+    """A counterexample as typed ITF (Apalache ADR-015, the format Apalache and Quint read):
+    one variable per model field (its name, an identifier), whose value is the field of every
+    object as a ``#map`` keyed by the object's name (or a plain value for a platform-wide
+    field); enums are their names, bitmaps ``#set``s, the dirty lines a ``#set`` of
+    ``{keyid, pkg}`` records, integers past 2**53 ``#bigint``.  ``action`` and ``status`` are
+    in every state (``init`` and ``none`` in state 0); ``#meta`` says what broke."""
     lay: Layout = prog.engine.layout
-    n = lay.size
     states = []
     for k, s in enumerate(cx.states):
         st: dict[str, Any] = {"#meta": {"index": k}}
         if k:
-            eid, status = cx.path[k - 1]
+            _eid, status = cx.path[k - 1]
             st["action"] = labels[k - 1]
-            st["status"] = status_name(status) if status is not None else "-"
-        for i in range(n):
-            st[lay.label(i)] = lay.show(i, s[i])
+            st["status"] = status_name(status) if status is not None else "none"
+        else:
+            st["action"], st["status"] = "init", "none"
+        for f in FIELDS:
+            st[f.name] = _itf_field(lay, f, s)
         states.append(st)
     return {
         "#meta": {"format": "ITF", "format-description": "https://apalache-mc.org/docs/adr/"
                   "015adr-trace.html", "source": "tdxcheck", "invariant": cx.invariant,
                   "description": cx.message},
-        "vars": ["action", "status", *[lay.label(i) for i in range(n)]],
+        "vars": ["action", "status", *(f.name for f in FIELDS)],
         "states": states,
     }
+
+
+def _itf_int(v: int) -> Any:
+    return v if -(1 << 53) < v < (1 << 53) else {"#bigint": str(v)}
+
+
+def _itf_value(lay: Layout, f: FieldSpec, v: int) -> Any:
+    """One cell as a typed ITF value (every cell of a field has the same type)."""
+    u, p = lay.u, lay.u.platform
+    if isinstance(f.kind, type):
+        try:
+            return f.kind(v).name
+        except ValueError:
+            return str(v)
+    if f.kind == "bool":
+        return bool(v)
+    if f.kind == "int":
+        return _itf_int(v)
+    if f.kind == "page":
+        return u.page_name(v)  # "NULL" for none
+    if f.kind == "td":
+        return u.tds[v] if v < len(u.tds) else str(v)
+    if f.kind == "vp":
+        return u.vps[v] if v < len(u.vps) else str(v)
+    if f.kind == "cpu1":
+        return f"cpu{v - 1}" if v else "NO_LP"
+    if f.kind == "bitmap_pkg":
+        return {"#set": [i for i in range(p.packages) if v >> i & 1]}
+    if f.kind == "bitmap_hkid":
+        return {"#set": [h for h in range(p.hkids) if v >> h & 1]}
+    if f.kind == "dirty":
+        out = []
+        for key in range(p.hkids + 1):
+            name = "keyid0" if key == 0 else "global" if key == p.hkids else f"hkid{key}"
+            out += [{"keyid": name, "pkg": i} for i in range(p.packages)
+                    if v >> (key * p.packages + i) & 1]
+        return {"#set": out}
+    return _itf_int(v)
+
+
+def _itf_field(lay: Layout, f: FieldSpec, s: State) -> Any:
+    u = lay.u
+    cells = lay.cells(f.name)
+    if f.dim == "one":
+        return _itf_value(lay, f, s[cells[0]])
+    keys: list[Any]
+    if f.dim == "page":
+        keys = [u.page_name(i) for i in range(u.n_pages)]
+    elif f.dim == "td":
+        keys = list(u.tds)
+    elif f.dim == "vp":
+        keys = list(u.vps)
+    elif f.dim in ("pkg", "hkid"):
+        keys = list(range(len(cells)))
+    else:  # td_entry: (td, entry) pairs
+        keys = [{"#tup": [td, u.entry_label(e)]} for td in u.tds for e in range(len(u.entries))]
+    return {"#map": [[key, _itf_value(lay, f, s[i])] for key, i in zip(keys, cells, strict=True)]}
 
 
 def dumps_itf(obj: dict[str, Any]) -> str:

@@ -44,15 +44,26 @@ environment event happened on the path it is a ``no-leak`` violation (KVM should
 everything back); otherwise it is reported as data (``leak[...]`` goals) with the KVM error
 path that chose to leak.
 
-``preempt_init=True`` adds one KVM race that is off by default: ``tdx_vcpu_init`` runs with the
-vCPU loaded (``tdx_vcpu_unlocked_ioctl``: vcpu_load) and preemptible, and between
-``tdh_vp_init`` (which associates the vCPU with this CPU) and ``tdx->state =
-VCPU_TD_STATE_INITIALIZED`` the thread can be preempted and resume on another CPU:
-``kvm_sched_in`` -> ``tdx_vcpu_load`` -> ``tdx_flush_vp`` skips TDH.VP.FLUSH because the vCPU is
-still UNINITIALIZED, yet sets ``vcpu->cpu`` to the new CPU.  Every later flush then runs on
-a CPU the vCPU is not associated with (TDX_VCPU_NOT_ASSOCIATED counts as success), so
-VPFLUSHDONE says TDX_FLUSHVP_NOT_DONE and KVM leaks the HKID and every TD page with no
-module fault at all: a ``no-leak`` violation (a finding about KVM, kvm-x86 @09c6f74e).
+The state is checked at the end of every run with no environment event for ``no-leak``,
+``vm-bugged`` (no KVM_BUG_ON/TDX_BUG_ON fired: KVM's own assertions hold) and
+``loud-failure`` (no other KVM error path taken).
+
+The preemption mode (``preempt="all"``, ``check --host kvm --preempt``) models a
+CONFIG_PREEMPTION kernel: a thread that has a vCPU loaded (``vcpu_load`` .. ``vcpu_put``, the
+preempt notifier registered) may be preempted wherever the kernel can reschedule (after each
+SEAMCALL wrapper's ``preempt_enable()``, after ``write_unlock(&kvm->mmu_lock)``; never inside
+an mmu_lock write section or a ``get_cpu()`` region) and resume on another CPU, where
+``kvm_sched_in`` runs ``tdx_vcpu_load``.  The vCPU threads already move between CPUs at
+every step (their ``vcpu_load`` edges); the mode adds it to the ``vm`` thread's vCPU ioctls
+(KVM_TDX_INIT_VCPU, KVM_TDX_INIT_MEM_REGION), models ``tdx_load_mmu_pgd``'s TDH.VP.WR at a
+vCPU's first root load, and lets userspace close the VM between the build-time ioctls.  It
+finds the KVM_TDX_INIT_VCPU window: between TDH.VP.INIT (which associates the vCPU with this
+CPU) and ``tdx->state = VCPU_TD_STATE_INITIALIZED`` a migration makes ``tdx_flush_vp`` skip
+TDH.VP.FLUSH yet move ``vcpu->cpu``, and KVM's books disagree with the module (a finding
+about KVM, kvm-x86 @09c6f74e: ``reports/findings/kvm-tdx-init-vcpu-preemption.md``).  The
+window's outcomes are collected as goals (``outcome[...]``); ``preempt="init_vcpu"`` keeps
+only the reschedule points inside the window (a subset).  ``fix=`` applies one of the
+candidate fixes (``FIXES``).
 
 A mutant (``checker/analyses/mutants.py``) is this program with one named switch flipped;
 each switch is read in exactly one place in this package (``k.mut(...)``).
@@ -69,14 +80,17 @@ from __future__ import annotations
 
 from .config import (
     ERROR_SITES,
+    FIXES,
     KVM_CONFIGS,
     LEAK_SITES,
+    PREEMPT_MODES,
     SWITCHES,
     KvmConfig,
     kvm_config,
 )
-from .host import KvmHost
+from .host import OUTCOME_CLASSES, KvmHost
 from .run import KvmRun, kvm_tdx, run_kvm, trace_of
 
-__all__ = ["ERROR_SITES", "KVM_CONFIGS", "LEAK_SITES", "SWITCHES", "KvmConfig", "KvmHost",
-           "KvmRun", "kvm_config", "kvm_tdx", "run_kvm", "trace_of"]
+__all__ = ["ERROR_SITES", "FIXES", "KVM_CONFIGS", "LEAK_SITES", "OUTCOME_CLASSES",
+           "PREEMPT_MODES", "SWITCHES", "KvmConfig", "KvmHost", "KvmRun", "kvm_config",
+           "kvm_tdx", "run_kvm", "trace_of"]

@@ -106,6 +106,8 @@ ERROR_SITES: tuple[str, ...] = (
     "tdx_sept_free_private_spt: tdh_phymem_page_reclaim",
     "tdx_reclaim_td_control_pages: tdh_phymem_page_reclaim (TDR)",
     "tdx_reclaim_td_control_pages: tdh_phymem_page_wbinvd_tdr",
+    # the preemption mode only (``KvmHost(preempt=...)``): kvm_mmu_reload's first root load
+    "tdx_load_mmu_pgd: tdh_vp_wr (td_vmcs_write64 SHARED_EPT_POINTER)",
 )
 _SITE = {s: i for i, s in enumerate(ERROR_SITES)}
 
@@ -138,6 +140,44 @@ SWITCHES: tuple[str, ...] = (
     "ignore_flushvp_not_done", "free_page_after_failed_reclaim",
     "free_sept_page_after_failed_reclaim",
 )
+
+#: the error sites that print nothing and return nothing to userspace: what KVM does there
+#: is silent (tdx_mmu_release_hkid's ``if (err == TDX_FLUSHVP_NOT_DONE) goto out;``); every
+#: other site is a KVM_BUG_ON/TDX_BUG_ON (a WARN, the VM bugged), a pr_err/WARN, or an error
+#: code returned to userspace
+SILENT_SITES: frozenset[str] = frozenset({
+    "tdx_mmu_release_hkid: tdh_mng_vpflushdone (TDX_FLUSHVP_NOT_DONE)",
+})
+
+#: candidate fixes of the KVM_TDX_INIT_VCPU preemption window (``KvmHost(fix=...)``); not
+#: mutants: each is a patch one would send, read once in this package (``k.fixed(...)``)
+FIXES: dict[str, str] = {
+    "init_vcpu_preempt_off": (
+        "keep preemption disabled from TDH.VP.INIT through tdx->state = "
+        "VCPU_TD_STATE_INITIALIZED (preempt_disable() before the mmu_lock guard in "
+        "tdx_td_vcpu_init, preempt_enable() after the state store in tdx_vcpu_init)"),
+    "state_under_mmu_lock": (
+        "set tdx->state = VCPU_TD_STATE_INITIALIZED inside tdx_td_vcpu_init's "
+        "scoped_guard(write_lock, &kvm->mmu_lock), right after tdh_vp_init() succeeds, so "
+        "the vCPU is flush-eligible before preemption is possible again"),
+    "flush_if_created": (
+        "tdx_flush_vp() tests whether TDH.VP.CREATE succeeded (a 'created' flag) instead of "
+        "tdx->state != VCPU_TD_STATE_UNINITIALIZED"),
+    "flush_if_tdvps_complete": (
+        "tdx_flush_vp() tests whether the TDVPS is complete (TDH.VP.CREATE and every "
+        "TDH.VP.ADDCX succeeded) instead of tdx->state != VCPU_TD_STATE_UNINITIALIZED"),
+}
+
+#: the preemption modes of ``KvmHost(preempt=...)``: ``all`` (every reschedule point of a
+#: thread that has a vCPU loaded) and ``init_vcpu`` (only those inside the KVM_TDX_INIT_VCPU
+#: window, from TDH.VP.INIT to the state store: a subset)
+PREEMPT_MODES: tuple[str, ...] = ("all", "init_vcpu")
+
+# ``vcpuN.window``: what a migration inside the KVM_TDX_INIT_VCPU window did to vCPU N
+# (preemption mode only): KVM's books (vcpu->cpu) and the module's association disagree
+# since a migration before or between the VMCS writes (P1-P3) / after them (P4); or they
+# agree again since this step (a transient mark, cleared by the next step)
+W_NONE, W_BEFORE, W_AFTER, W_HEALED_BEFORE, W_HEALED_AFTER = range(5)
 
 _BUSY = int(Status.TDX_OPERAND_BUSY)
 _NOT_ASSOC = int(Status.TDX_VCPU_NOT_ASSOCIATED)

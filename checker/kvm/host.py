@@ -21,10 +21,18 @@ from tdxcheck.model.state import State, Universe
 from .config import (
     _WRAPPER,
     ERROR_SITES,
+    FIXES,
     LEAK_SITES,
+    PREEMPT_MODES,
+    SILENT_SITES,
     SWITCHES,
     V_DONE,
     V_RUN,
+    W_AFTER,
+    W_BEFORE,
+    W_HEALED_AFTER,
+    W_HEALED_BEFORE,
+    W_NONE,
     Z_DROP,
     Z_IDLE,
     Z_TRACK,
@@ -35,8 +43,30 @@ from .memory import init_mem_region
 from .move import _Disabled, _EdgeDef, _Move, _Op
 from .td_init import finalize, init_vm
 from .teardown import destroy_vm
-from .vcpu import init_vcpus, vcpu_thread
+from .vcpu import init_vcpus, vcpu_load, vcpu_thread
 from .zap import mmu_thread, zap_thread
+
+#: the outcome classes of a migration inside the KVM_TDX_INIT_VCPU window, as the kernel
+#: shows them (``KvmHost.goals`` in the preemption mode)
+OUTCOME_CLASSES: tuple[str, ...] = (
+    "VM bugged in KVM_TDX_INIT_VCPU (tdh_vp_wr_failed)",
+    "VM bugged at the vCPU's first root load (tdx_load_mmu_pgd)",
+    "VM bugged at teardown (tdx_sept_free_private_spt)",
+    "VM bugged elsewhere",
+    "loud failure", "silent leak", "healed", "no visible effect")
+#: the KVM_BUG_ON sites that name the "VM bugged" outcomes, in the order a run reaches them
+_BUG_AT = (("tdx_vcpu_init: tdh_vp_wr (td_vmcs_write)", OUTCOME_CLASSES[0]),
+           ("tdx_load_mmu_pgd: tdh_vp_wr (td_vmcs_write64 SHARED_EPT_POINTER)",
+            OUTCOME_CLASSES[1]),
+           ("tdx_sept_free_private_spt: HKID still assigned", OUTCOME_CLASSES[2]))
+_WHERE = {W_BEFORE: "migrated before or between the VMCS writes",
+          W_AFTER: "migrated after the VMCS writes"}
+_LEAKS = ("nothing leaked", "leaks, no S-EPT page", "leaks, S-EPT pages too")
+_POINT_TEXT = {"P1": "after tdh_vp_init() (mmu_lock dropped)",
+               "P2": "after the first TDH.VP.WR (POSTED_INTR_NV)",
+               "P3": "after the second TDH.VP.WR (POSTED_INTR_DESC_ADDR)",
+               "P4": "after the third TDH.VP.WR (PIN_BASED_VM_EXEC_CONTROL), before "
+                     "tdx->state = VCPU_TD_STATE_INITIALIZED"}
 
 
 class KvmHost:
@@ -45,17 +75,23 @@ class KvmHost:
     def __init__(self, config: KvmConfig | Universe, faults: bool = False,
                  ablate: Sequence[str] = (), mutant: str | None = None,
                  pinning: bool = True, gpas_zapped: Sequence[int] | None = None,
-                 preempt_init: bool = False) -> None:
+                 preempt: str | None = None, fix: str | None = None) -> None:
         if isinstance(config, Universe):
             raise TypeError("KvmHost takes a KvmConfig (its universe names KVM's pages)")
         if mutant is not None and mutant not in SWITCHES:
             raise ValueError(f"unknown mutation switch {mutant!r}")
+        if preempt is not None and preempt not in PREEMPT_MODES:
+            raise ValueError(f"unknown preemption mode {preempt!r} (have: "
+                             f"{', '.join(PREEMPT_MODES)})")
+        if fix is not None and fix not in FIXES:
+            raise ValueError(f"unknown fix {fix!r} (have: {', '.join(FIXES)})")
         self.config = config
         self.u = config.universe()
         self.faults = faults
         self.mutant = mutant
         self.pinning = pinning
-        self.preempt_init = preempt_init
+        self.preempt = preempt
+        self.fix = fix
         self.engine = Engine(self.u, ablate=ablate)
         self.lay = self.engine.layout
         self.n = self.lay.size
@@ -97,6 +133,11 @@ class KvmHost:
         for g in range(self.ngpa):
             cells += [(f"gpa{g}.mirror", self.u.n_pages - 1),
                       (f"gpa{g}.gmem", self.u.n_pages - 1)]
+        if self.preempt:
+            # vcpu->arch.mmu->root.hpa is valid (kvm_mmu_load ran: tdx_load_mmu_pgd's VP.WR);
+            # what a migration inside the INIT_VCPU window did (W_*)
+            for v in range(self.nvp):
+                cells += [(f"vcpu{v}.root", 1), (f"vcpu{v}.window", W_HEALED_AFTER)]
         self.host_cells = cells
         idx = {name: i for i, (name, _) in enumerate(cells)}
         self.VMPC, self.HK, self.TDS = idx["vm_pc"], idx["kvm_hkid"], idx["td_state"]
@@ -110,12 +151,19 @@ class KvmHost:
         self.VINIT = [idx[f"vcpu{v}.initialized"] for v in range(self.nvp)]
         self.MIRROR = [idx[f"gpa{g}.mirror"] for g in range(self.ngpa)]
         self.GMEM = [idx[f"gpa{g}.gmem"] for g in range(self.ngpa)]
+        self.ROOT = [idx[f"vcpu{v}.root"] for v in range(self.nvp)] if self.preempt else []
+        self.WIN = [idx[f"vcpu{v}.window"] for v in range(self.nvp)] if self.preempt else []
 
     # ------------------------------------------------------------------ helpers
     def mut(self, name: str) -> bool:
         """The mutation switch ``name`` is flipped (one read per switch: see SWITCHES)."""
         assert name in SWITCHES, name
         return self.mutant == name
+
+    def fixed(self, name: str) -> bool:
+        """The candidate fix ``name`` is applied (one read per fix: see FIXES)."""
+        assert name in FIXES, name
+        return self.fix == name
 
     def act(self, kind: str, cpu: int = 0, clflush: bool = True, **kw: Any) -> Action:
         """A typed wrapper call (its CLFLUSH of the pages it hands over, LH tdx_clflush_page)
@@ -224,11 +272,50 @@ class KvmHost:
 
         for pc, op in enumerate(self.ops):
             add(0, pc, op.label, op.fn, op.sample, op.tags)
+            self._preemption_edges(pc, op, add)
         for v in range(self.nvp):
             vcpu_thread(self, v, lambda *a, v=v: add(1 + v, V_RUN, *a))
         mmu = 1 + self.nvp
         mmu_thread(self, lambda zpc, *a: add(mmu, zpc, *a))
         zap_thread(self, lambda *a: add(mmu + 1, 0, *a))
+
+    def _preemption_edges(self, pc: int, op: _Op, add: Callable[..., None]) -> None:
+        """The preemption mode's extra edges of the ``vm`` thread at ``pc``.
+
+        A thread that has a vCPU loaded (``vcpu_load``: the preempt notifier registered) and
+        is preemptible here (CONFIG_PREEMPTION: after a SEAMCALL wrapper's
+        ``preempt_enable()``, after ``write_unlock(&kvm->mmu_lock)``; never inside an
+        mmu_lock write section or a ``get_cpu()`` region) may be scheduled out and resume on
+        any other CPU: ``kvm_sched_in`` -> ``kvm_arch_vcpu_load`` -> ``tdx_vcpu_load`` on
+        the new CPU (virt/kvm/kvm_main.c kvm_sched_in, linux-next @564aa69a).  Userspace may
+        also close the VM instead of issuing the next ioctl (killed by a signal, or giving up:
+        ``op.abandon``).
+
+        Only the ``vm`` thread gets these edges: the vCPU threads already move to any CPU
+        between any two of their steps (their ``vcpu_load`` edges); the zap runs with
+        mmu_lock held for write (not preemptible); KVM_TDX_INIT_VM, FINALIZE and
+        kvm_destroy_vm hold no vCPU, so moving them only changes which CPU issues a
+        TD-scoped SEAMCALL (the per-CPU ones are IPIs to a named CPU)."""
+        if not self.preempt:
+            return
+        v = op.loaded
+        window = bool(op.point)
+        if v is not None and not (window and self.fixed("init_vcpu_preempt_off")) and (
+                window or self.preempt == "all"):
+            where = (W_AFTER if op.point == "P4" else W_BEFORE) if window else W_NONE
+            at = (f"INIT_VCPU window {op.point}, {_POINT_TEXT[op.point]}" if window
+                  else f"before {op.name}")
+            for c in range(self.cpus):
+                def migrate(mv: _Move, v: int = v, c: int = c, where: int = where) -> None:
+                    vcpu_load(self, mv, v, c, where)
+                    mv.stay()
+                add(0, pc, f"preempted ({at}), resumes on cpu{c}: kvm_sched_in -> "
+                    f"kvm_arch_vcpu_load -> tdx_vcpu_load(vcpu{v}, cpu{c})", migrate, None)
+        if op.abandon:
+            def close(mv: _Move) -> None:
+                mv.goto("destroy.gmem")
+            add(0, pc, f"userspace closes the VM instead of {op.abandon} (e.g. killed by a "
+                "signal): kvm_destroy_vm", close, None)
 
     # ------------------------------------------------------------------ vm thread
     def _vm_program(self) -> None:
@@ -238,8 +325,9 @@ class KvmHost:
         def op(name: str, label: str, fn: Callable[[_Move], None],
                sample: Action | None = None,
                skip: Callable[[_Move], str | None] | None = None,
-               tags: tuple[str, ...] = ("",)) -> None:
-            ops.append(_Op(name, label, fn, sample, skip, tags))
+               tags: tuple[str, ...] = ("",), loaded: int | None = None, point: str = "",
+               abandon: str = "") -> None:
+            ops.append(_Op(name, label, fn, sample, skip, tags, loaded, point, abandon))
 
         init_vm(self, op)  # td_init.py: KVM_TDX_INIT_VM
         init_vcpus(self, op)  # vcpu.py: KVM_CREATE_VCPU, KVM_TDX_INIT_VCPU
@@ -269,6 +357,10 @@ class KvmHost:
             int | None, State, list[Violation], _Move] | None:
         d = self._defs[eid]
         h = list(s[self.n:])
+        for w in self.WIN:  # "healed" marks the one state where the books agree again
+            if h[w] >= W_HEALED_BEFORE:
+                h[w] = W_NONE
+        base = tuple(h)
         mv = _Move(self, s[: self.n], h, d.fault, d.tag, record)
         if d.thread == 0:
             mv.pc = d.slot
@@ -279,7 +371,7 @@ class KvmHost:
             return None
         self._settle(mv)
         if d.fault is not None and mv.m == s[: self.n] and not mv.viol and all(
-                x == y for i, (x, y) in enumerate(zip(mv.h, s[self.n:], strict=True))
+                x == y for i, (x, y) in enumerate(zip(mv.h, base, strict=True))
                 if i != self.ENV):
             return None  # a fault KVM absorbs with no trace (VP.ENTER's BUSY): a self-loop
         return mv.status, mv.m + tuple(mv.h), mv.viol, mv
@@ -358,16 +450,30 @@ class KvmHost:
         return [site for i, site in enumerate(ERROR_SITES) if mask >> i & 1]
 
     def state_violations(self, s: State) -> list[Violation]:
+        """The engine's invariants, and at the end of a run with no environment event (no
+        module fault, no guest fatal exit): ``no-leak`` (everything is given back),
+        ``vm-bugged`` (no KVM_BUG_ON/TDX_BUG_ON fired: KVM's own assertions), and
+        ``loud-failure`` (no other KVM error path was taken: an error returned to userspace or
+        logged).  Checked at the end so that a run goes on to its teardown and shows what
+        it leaks."""
         out = self.engine.state_violations(s[: self.n])  # with ablations, state-encoding too
         if self.terminal(s) and not s[self.n + self.ENV]:
+            errs = self.errors_of(s)
+            why = f" (KVM error path: {'; '.join(errs)})" if errs else ""
             pages, hkids = self.held_at_end(s)
             if pages or hkids:
-                errs = self.errors_of(s)
-                why = f" (KVM error path: {'; '.join(errs)})" if errs else ""
                 out.append(Violation(
                     "no-leak", "kvm_destroy_vm finished with no fault injected, yet "
                     + ", ".join([*(f"page {p}" for p in pages), *(f"HKID {h}" for h in hkids)])
                     + " is still held" + why, 0))
+            if s[self.n + self.DEAD]:
+                out.append(Violation(
+                    "vm-bugged", "KVM_BUG_ON/TDX_BUG_ON fired on a run with no fault injected: "
+                    "a WARN, the VM is bugged and every later ioctl fails with -EIO" + why, 0))
+            elif set(errs) - SILENT_SITES:
+                out.append(Violation(
+                    "loud-failure", "KVM returned or logged an error on a run with no fault "
+                    "injected" + why, 0))
         return out
 
     def stuck(self, s: State) -> str | None:
@@ -380,18 +486,59 @@ class KvmHost:
     # ------------------------------------------------------------------ goals
     def goal_ids(self) -> list[str]:
         """``leak[site]``: a terminal state that leaks after KVM's error at ``site`` on a
-        path with an environment event; ``error[site]``: KVM's error path ``site`` taken."""
-        return ([f"leak[{s}]" for s in ERROR_SITES if s in LEAK_SITES]
-                + ["leak[no KVM error]"]
-                + [f"error[{s}]" for s in ERROR_SITES])
+        path with an environment event; ``error[site]``: KVM's error path ``site`` taken;
+        in the preemption mode ``outcome[class; where; leak]``: what a migration inside the
+        KVM_TDX_INIT_VCPU window led to on a run with no environment event."""
+        out = ([f"leak[{s}]" for s in ERROR_SITES if s in LEAK_SITES]
+               + ["leak[no KVM error]"]
+               + [f"error[{s}]" for s in ERROR_SITES])
+        if self.preempt:
+            out += [f"outcome[{c}; {w}; {lk}]" for c in OUTCOME_CLASSES
+                    for w in _WHERE.values() for lk in _LEAKS]
+        return out
 
     def goals(self, s: State) -> list[str]:
         out = [f"error[{site}]" for site in self.errors_of(s)]
-        if self.terminal(s) and s[self.n + self.ENV]:
+        h = s[self.n:]
+        if self.terminal(s) and h[self.ENV]:
             pages, hkids = self.held_at_end(s)
             if pages or hkids:
-                site = s[self.n + self.LEAK]
+                site = h[self.LEAK]
                 out.append(f"leak[{ERROR_SITES[site - 1]}]" if site else "leak[no KVM error]")
+        if self.WIN and not h[self.ENV]:
+            out += self._outcomes(s)
+        return out
+
+    def _outcomes(self, s: State) -> list[str]:
+        """The window outcome(s) ``s`` shows (preemption mode, no environment event): at the
+        end of a run in which KVM's books never agreed with the module again, the kernel's
+        view of it (the VM bugged, an error returned or logged, a silent leak), with what is
+        leaked; "healed" in the state where they agree again (from there on the run is one
+        without a desync, which the same exploration covers).  Only runs in which one
+        vCPU's window stays open are classified."""
+        h = s[self.n:]
+        marks = [h[w] for w in self.WIN]
+        out = []
+        for m in marks:
+            if m in (W_HEALED_BEFORE, W_HEALED_AFTER):
+                where = _WHERE[W_BEFORE if m == W_HEALED_BEFORE else W_AFTER]
+                out.append(f"outcome[healed; {where}; nothing leaked]")
+        # a run in which two vCPUs' windows both stay open shows their joint effect: it is
+        # still checked (no-leak, vm-bugged), but it is no outcome of one window
+        wheres = [m for m in marks if m in (W_BEFORE, W_AFTER)]
+        if len(wheres) == 1 and self.terminal(s):
+            pages, hkids = self.held_at_end(s)
+            errs = set(self.errors_of(s))
+            cls = ("loud failure" if errs - SILENT_SITES else "silent leak"
+                   if pages or hkids else "")
+            if h[self.DEAD]:
+                cls = next((c for site, c in _BUG_AT if site in errs), OUTCOME_CLASSES[3])
+            if not cls:  # not expected: an unhealed desync leaks at teardown
+                cls = "no visible effect"
+            sept = {self.u.page_name(p) for p in self.SEPT.values()}
+            leak = (_LEAKS[2] if sept & set(pages) else _LEAKS[1] if pages or hkids
+                    else _LEAKS[0])
+            out += [f"outcome[{cls}; {_WHERE[w]}; {leak}]" for w in wheres]
         return out
 
     def label(self, eid: int) -> str:

@@ -23,6 +23,18 @@ def init_mem_region(k: KvmHost, op: OpFn) -> None:
     """KVM_TDX_INIT_MEM_REGION for the first GPA, measured (``vm`` thread)."""
     tdr = k.TDR
     g0 = k.u.gpas[0]
+    # the preemption mode: the ioctl runs on vcpu0 with it loaded (tdx_vcpu_unlocked_ioctl:
+    # vcpu_load; QEMU issues it on its first vCPU), and its first step loads vcpu0's root
+    loaded = 0 if k.preempt else None
+    if k.preempt:
+        def load_pgd(mv: _Move) -> None:
+            if not load_mmu_pgd(k, mv, 0):
+                # kvm_tdp_mmu_map_private_pfn: kvm_test_request(KVM_REQ_VM_DEAD) -> -EIO
+                mv.goto("destroy.gmem")
+        op("mem.load_pgd", "KVM_TDX_INIT_MEM_REGION(vcpu0): kvm_gmem_populate -> "
+           "tdx_gmem_post_populate -> kvm_tdp_mmu_map_private_pfn -> kvm_mmu_reload -> "
+           "tdx_load_mmu_pgd: tdh_vp_wr(SHARED_EPT_POINTER) on vcpu->cpu", load_pgd,
+           loaded=0, abandon="KVM_TDX_INIT_MEM_REGION")
     for lv, sp in k.SEPT.items():
         sa = k.act("TDH.MEM.SEPT.ADD", tdr=tdr, gpa=g0, level=lv, page=sp)
 
@@ -35,7 +47,7 @@ def init_mem_region(k: KvmHost, op: OpFn) -> None:
                 mv.host(k.act("page_free", page=sp))  # tdp_mmu_free_sp: never linked
                 mv.goto("destroy.gmem")
         op(f"mem.sept_add{lv}", f"kvm_tdp_map_page -> tdx_sept_link_private_spt: "
-           f"tdh_mem_sept_add(level {lv})", sept_add, sa)
+           f"tdh_mem_sept_add(level {lv})", sept_add, sa, loaded=loaded)
 
     m0 = k.POOL[0]
     pa = k.act("TDH.MEM.PAGE.ADD", tdr=tdr, gpa=g0, page=m0)
@@ -51,14 +63,35 @@ def init_mem_region(k: KvmHost, op: OpFn) -> None:
             return
         mv[k.MIRROR[0]] = m0
     op("mem.page_add", "tdx_gmem_post_populate: tdh_mem_page_add() while the mirror leaf "
-       "is installed", page_add, pa)
+       "is installed", page_add, pa, loaded=loaded)
 
     def mr_extend(mv: _Move) -> None:
         if mv.call(k.act("TDH.MR.EXTEND", tdr=tdr, gpa=g0)):
             mv.error("tdx_gmem_post_populate: tdh_mr_extend")
             mv.goto("destroy.gmem")
     op("mem.mr_extend", "tdx_gmem_post_populate: tdh_mr_extend() "
-       "(KVM_TDX_MEASURE_MEMORY_REGION)", mr_extend)
+       "(KVM_TDX_MEASURE_MEMORY_REGION)", mr_extend, loaded=loaded)
+
+
+def load_mmu_pgd(k: KvmHost, mv: _Move, v: int) -> bool:
+    """kvm_mmu_reload -> kvm_mmu_load -> kvm_mmu_load_pgd -> vt_load_mmu_pgd ->
+    tdx_load_mmu_pgd: ``td_vmcs_write64(to_tdx(vcpu), SHARED_EPT_POINTER, root_hpa)``, a
+    TDH.VP.WR on the current CPU, the first time the vCPU's root is loaded (the first
+    KVM_TDX_INIT_MEM_REGION on it: kvm_tdp_mmu_map_private_pfn, or its first KVM_RUN:
+    vcpu_enter_guest, before preempt_disable()).  A failure is tdh_vp_wr_failed's
+    KVM_BUG_ON.  Tree: kvm-x86 @09c6f74e (tdx_gmem_post_populate ->
+    kvm_tdp_mmu_map_private_pfn, whose kvm_mmu_reload is in "[PATCH v3 04/25] KVM: x86/mmu:
+    Add dedicated API to map guest_memfd pfn into TDP MMU"); the 6.16-6.18 shape
+    (torvalds/linux @3829d81b) calls kvm_mmu_reload() in tdx_vcpu_init_mem_region itself,
+    before the same SEPT.ADD.  Modelled in the preemption mode only: without it the vCPU is always
+    associated with vcpu->cpu or with no LP here, and the VP.WR changes nothing VP.ENTER
+    would not."""
+    mv[k.ROOT[v]] = 1
+    wr = k.act("TDH.VP.WR", cpu=mv[k.VCPU[v]] - 1, tdvpr=k.VPR[v])
+    if mv.call(wr):
+        mv.error("tdx_load_mmu_pgd: tdh_vp_wr (td_vmcs_write64 SHARED_EPT_POINTER)")
+        return False
+    return True
 
 
 def aug_edges(k: KvmHost, v: int, g: int, gpa: int, add: Callable[..., None]) -> None:

@@ -13,7 +13,7 @@ from tdxcheck.model.compile import NOT_ENABLED
 from tdxcheck.model.state import State
 from tdxcheck.model.status import status_name
 
-from .config import _SITE, LEAK_SITES
+from .config import _SITE, LEAK_SITES, SILENT_SITES
 
 if TYPE_CHECKING:
     from .host import KvmHost
@@ -100,8 +100,9 @@ class _Move:
     def error(self, site: str, bug: bool = True) -> None:
         """KVM reports an error at ``site``; ``bug``: KVM_BUG_ON marks the VM dead."""
         k = self.k
-        if self.calls is not None:
-            self.calls.append(("KVM_BUG_ON" if bug else "error") + f" ({site})")
+        if self.calls is not None:  # silent: KVM neither logs nor returns it
+            kind = "KVM_BUG_ON" if bug else "silent" if site in SILENT_SITES else "error"
+            self.calls.append(f"{kind} ({site})")
         self.h[k.ERRORS] |= 1 << _SITE[site]
         if site in LEAK_SITES and not self.h[k.LEAK]:
             self.h[k.LEAK] = _SITE[site] + 1
@@ -130,6 +131,13 @@ class _Op:
     sample: Action | None = None  # an action of the faultable SEAMCALL (its fault points)
     skip: Callable[[_Move], str | None] | None = None  # -> jump target when KVM skips it
     tags: tuple[str, ...] = ("",)  # host-level variants (edges) besides fault choices
+    # the preemption mode (``KvmHost(preempt=...)``): the vCPU this thread has loaded while it
+    # sits before this step (vcpu_load .. vcpu_put: a preemption reloads it on the new CPU)
+    loaded: int | None = None
+    # the point of the KVM_TDX_INIT_VCPU window this step starts at ("P1".."P4"), if any
+    point: str = ""
+    # userspace may close the VM here instead of issuing this ioctl (the ioctl's name)
+    abandon: str = ""
 
 
 @dataclass
@@ -149,5 +157,6 @@ class KvmRunInfo:
     calls: list[str] = field(default_factory=list)
 
 
-#: ``op(name, label, fn, sample=None, skip=None, tags=("",))`` appends a vm-thread step
+#: ``op(name, label, fn, sample=None, skip=None, tags=("",), loaded=None, point="",
+#: abandon="")`` appends a vm-thread step
 OpFn = Callable[..., None]

@@ -30,6 +30,9 @@ class KvmRun:
     leaks: list[dict[str, Any]] = field(default_factory=list)
     errors_reached: dict[str, int | None] = field(default_factory=dict)
     witnesses: dict[str, int | None] = field(default_factory=dict)
+    # the preemption mode: every outcome class x window point x leak of the KVM_TDX_INIT_VCPU
+    # window, with the shortest run that shows it (``length``/``trace`` None: unreachable)
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -55,20 +58,21 @@ def trace_of(prog: KvmHost, cx: Any) -> list[str]:
 def run_kvm(config: str | KvmConfig = "tiny", *, faults: bool = False,
             mutant: str | None = None, ablate: Sequence[str] = (), pinning: bool = True,
             limits: Any = None, progress: Callable[[dict[str, float]], None] | None = None,
-            preempt_init: bool = False) -> KvmRun:
+            preempt: str | None = None, fix: str | None = None) -> KvmRun:
     """``tdxcheck check --host kvm``: explore every interleaving of KVM's threads (and, with
     ``faults``, every module fault the environment can cause); every invariant is checked.
     Leaks on paths with an environment event are collected as data (``leaks``), one
-    shortest path per KVM error site that chose to leak.  ``preempt_init`` lets the
-    KVM_TDX_INIT_VCPU thread be preempted and resume on another CPU between TDH.VP.INIT and
-    ``tdx->state = VCPU_TD_STATE_INITIALIZED`` (see ``KvmHost``)."""
+    shortest path per KVM error site that chose to leak.  ``preempt`` (``all`` or
+    ``init_vcpu``) lets a thread that has a vCPU loaded be preempted and resume on another
+    CPU (see ``KvmHost``); the outcomes of the KVM_TDX_INIT_VCPU window are then collected
+    (``outcomes``).  ``fix`` applies one of ``FIXES``."""
     from tdxcheck.checker.explore.bfs import Limits, explore
     from tdxcheck.checker.explore.check import witness_fn
     from tdxcheck.properties.witnesses import WITNESSES
 
     cfg = kvm_config(config) if isinstance(config, str) else config
     prog = KvmHost(cfg, faults=faults, ablate=ablate, mutant=mutant, pinning=pinning,
-                   preempt_init=preempt_init)
+                   preempt=preempt, fix=fix)
     wids = [w.id for w in WITNESSES if w.possible(prog.u, faults)]
     model_w = witness_fn(prog, wids) if wids else (lambda s: [])
 
@@ -91,6 +95,17 @@ def run_kvm(config: str | KvmConfig = "tiny", *, faults: bool = False,
             run.leaks.append({"site": gid[5:-1], "length": wx.length, "pages": pages,
                               "hkids": hkids, "errors": prog.errors_of(wx.states[-1]),
                               "trace": trace_of(prog, wx)})
+        elif gid.startswith("outcome["):
+            cls, where, leak = gid[8:-1].split("; ")
+            row: dict[str, Any] = {"outcome": cls, "where": where, "leak": leak,
+                                   "length": None, "trace": None}
+            if wx is not None:
+                end = wx.states[-1]
+                # a healed run stops where the books agree again (not the end of the run)
+                pages, hkids = prog.held_at_end(end) if prog.terminal(end) else (None, None)
+                row.update(length=wx.length, trace=trace_of(prog, wx), pages=pages,
+                           hkids=hkids, errors=prog.errors_of(end), cx=wx)
+            run.outcomes.append(row)
         else:
             run.witnesses[gid] = wx.length if wx else None
     run.leaks.sort(key=lambda d: (d["length"], d["site"]))
@@ -101,13 +116,17 @@ def kvm_tdx(prog: KvmHost, cx: Any, title: str = "") -> str:
     """A counterexample as a replayable scenario (scenario-format.md): every model action of
     every step, typed wrappers with the status each returned (``-> STATUS``) and the fault
     injected (``fault=``); a wrapper KVM called without its CLFLUSH is written in the untyped
-    form.  A ``no-leak`` trace ends with ``check_no_leak``."""
+    form; KVM's reaction to an error status (KVM_BUG_ON, an error path) is a comment.  A
+    trace of one of KVM's end-of-run properties (``no-leak``, ``vm-bugged``,
+    ``loud-failure``) or a window outcome's run that ends with the VM destroyed ends with
+    ``check_no_leak``."""
     from tdxcheck.checker.explore.traces import _Namer, config_line
 
     u = prog.u
     namer = _Namer(u)
-    lines = [f"# {title or 'tdxcheck counterexample, host kvm'}",
-             f"# counterexample to [{cx.invariant}]: {cx.message}",
+    what = (f"# a run showing {cx.invariant}" if cx.invariant.startswith("outcome[")
+            else f"# counterexample to [{cx.invariant}]: {cx.message}")
+    lines = [f"# {title or 'tdxcheck counterexample, host kvm'}", what,
              f"# {cx.length} KVM step(s) (breadth-first: shortest), config "
              f"{prog.config.name}" + (f", mutant {prog.mutant}" if prog.mutant else ""),
              config_line(u.platform)]
@@ -118,7 +137,12 @@ def kvm_tdx(prog: KvmHost, cx: Any, title: str = "") -> str:
         lines.append(f"# {prog.label(eid)}")
         for a, fault, status, before in prog.actions_of(s, eid):
             lines.append(_scenario_line(prog, namer, a, fault, status, before))
-    if cx.invariant == "no-leak":
+        # what KVM did with an error status (the scenario engines see only the status)
+        lines += [f"#   -> {c}" for c in prog.calls_of(s, eid)
+                  if c.startswith(("KVM_BUG_ON (", "error (", "silent ("))]
+    kvm_level = cx.invariant in ("no-leak", "vm-bugged", "loud-failure") or \
+        cx.invariant.startswith("outcome[")
+    if kvm_level and prog.terminal(cx.states[-1]):
         lines.append("check_no_leak")
     return "\n".join(lines) + "\n"
 

@@ -17,10 +17,10 @@ from .config import (
     _FLUSHVP_NOT_DONE,
     _INTERRUPTED,
     _NO_HKID_READY,
-    _NOT_ASSOC,
     TD_STATE_UNINITIALIZED,
 )
 from .move import OpFn, _Disabled, _Move
+from .vcpu import tdx_flush_vp
 from .zap import zap_start
 
 if TYPE_CHECKING:
@@ -67,11 +67,7 @@ def destroy_vm(k: KvmHost, op: OpFn) -> None:
             cpu = mv[k.VCPU[v]] - 1
             if k.mut("flush_vp_wrong_cpu"):
                 cpu = (cpu + 1) % k.cpus
-            if mv[k.VINIT[v]]:
-                st = mv.call(k.act("TDH.VP.FLUSH", cpu=cpu, tdvpr=k.VPR[v]))
-                if st and status_class(st) != _NOT_ASSOC:
-                    mv.error("tdx_flush_vp: tdh_vp_flush")
-            mv[k.VCPU[v]] = 0  # tdx_disassociate_vp: vcpu->cpu = -1
+            tdx_flush_vp(k, mv, v, cpu)
 
         def flush_skip(mv: _Move, v: int = v) -> str | None:
             if v == 0 and not mv[k.HK]:

@@ -115,7 +115,7 @@ def _finding(f: Any) -> dict[str, Any] | None:
 
 def apis_json(res: ApisResult) -> dict[str, Any]:
     return {
-        "config": res.config.name, "faults": res.faults,
+        "faults": res.faults,
         "classes": [{"number": c.number, "id": c.id, "title": c.title} for c in res.classes],
         "variants": [{
             "name": r.variant.name, "title": r.variant.title, "source": r.variant.source,

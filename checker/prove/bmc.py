@@ -154,7 +154,8 @@ class Unconfirmed(Exception):
 
 def depth_queries(bmc: Any, goals: Sequence[tuple[Any, Any]], k: int,
                   records: list[QueryRecord], stats: dict[str, Any],
-                  timeout: Callable[[], int] | None = None
+                  timeout: Callable[[], int] | None = None,
+                  progress: Progress | None = None
                   ) -> tuple[str, list[tuple[Any, str, Any]]]:
     """The BMC queries at depth ``k``: one for every open goal together, and only when that
     is not unsat, each goal (a (target, term) pair) on its own.  Returns the joint answer
@@ -164,6 +165,9 @@ def depth_queries(bmc: Any, goals: Sequence[tuple[Any, Any]], k: int,
     joint query that runs out of it is not split."""
     if timeout is not None:
         bmc.timeout_ms = timeout()
+    if progress is not None:
+        progress({"phase": f"bmc depth {k}", "query": f"all {len(goals)} open target(s) "
+                  "together"})
     t1 = time.monotonic()
     joint, _m = bmc.check(z3.Or(*(g for _t, g in goals)))
     dt = time.monotonic() - t1
@@ -174,9 +178,11 @@ def depth_queries(bmc: Any, goals: Sequence[tuple[Any, Any]], k: int,
     out: list[tuple[Any, str, Any]] = []
     if joint == "unsat" or (joint == "unknown" and timeout is not None and timeout() <= 0):
         return joint, out
-    for t, g in goals:
+    for i, (t, g) in enumerate(goals, start=1):
         if timeout is not None:
             bmc.timeout_ms = max(timeout(), 1)
+        if progress is not None:
+            progress({"phase": f"bmc depth {k}", "query": f"{i}/{len(goals)} ({t.id})"})
         t1 = time.monotonic()
         answer, model = bmc.check(g)
         dt = time.monotonic() - t1
@@ -218,7 +224,7 @@ def _bmc_search(ctx: _Ctx, targets: list[Target], path_targets: list[Target], de
         if goals:
             if left_ms() <= 0:
                 break
-            joint, alone = depth_queries(bmc, goals, k, records, out, left_ms)
+            joint, alone = depth_queries(bmc, goals, k, records, out, left_ms, progress)
             if joint == "unknown" and left_ms() <= 0:
                 break  # out of the budget at this depth: it is not searched
             for t, answer, model in alone:

@@ -417,7 +417,7 @@ def prove_scenario(sc: Any, *, timeout_ms: int = 60_000, ablate: Sequence[str] =
         goals = [(t, bmc.violation(t, k)) for t in open_]
         goals = [(t, g) for t, g in goals if g is not None]
         if goals:
-            _joint, alone = depth_queries(bmc, goals, k, records, res)
+            _joint, alone = depth_queries(bmc, goals, k, records, res, None, progress)
             for t, answer, model in alone:
                 r = res[t.id]
                 if answer == "sat":
