@@ -167,6 +167,23 @@ def test_classes_that_need_a_larger_config(name: str) -> None:
         assert "depth bound" in c.note
 
 
+def test_remove_untracked_needs_a_guest_page_only_without_sept_remove() -> None:
+    """On default (4 pages: TD, vCPU and one S-EPT page), raw's SEPT.REMOVE can show REMOVE
+    without BLOCK/TRACK; the wrapper APIs have no SEPT.REMOVE (api-variants.md §2) and need
+    a fifth page for a guest page, so the cell is n/a there, never impossible."""
+    from tdxcheck.checker.analyses.apis.host import ApiHost
+
+    u = make_config("default", {}).universe()
+    c8 = misuse_class("remove-untracked")
+    for name, why in (("raw", ""), ("linux-6.19", "needs 5 pages"), ("helpers", "needs 5")):
+        h = ApiHost(variant(name), u)
+        sr = any(mv.action is not None and mv.action.kind == "TDH.MEM.SEPT.REMOVE"
+                 for mv in h.moves)
+        assert sr == (name == "raw")
+        assert c8.applies(u, sr).startswith(why)
+    assert c8.applies(TINY.universe(), True).startswith("needs 4 pages")
+
+
 def test_a_limit_gives_not_reached_never_impossible() -> None:
     vr = explore_variant(variant("linux-6.19"), TINY, limits=Limits(max_states=30))
     assert not vr.complete and "state limit" in vr.reason

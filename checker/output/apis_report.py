@@ -65,8 +65,13 @@ def apis_table(res: ApisResult) -> str:
             if c.note and c.verdict not in (NA,) and not (
                     c.verdict == IMPOSSIBLE and c.note.startswith("never reached")):
                 notes.append(f"{r.variant.name}, {c.cls.id}: {c.note}")
-    na = {c.cls.id: c.note for r in runs for c in r.cells if c.verdict == NA}
-    notes += [f"{k}: n/a, {v}" for k, v in na.items()]
+    na: dict[tuple[str, str], list[str]] = {}  # (class, why) -> the variants it holds for
+    for r in runs:
+        for c in r.cells:
+            if c.verdict == NA:
+                na.setdefault((c.cls.id, c.note), []).append(r.variant.name)
+    notes += [f"{k}: n/a" + ("" if len(vs) == len(runs) else f" ({', '.join(vs)})")
+              + f", {why}" for (k, why), vs in na.items()]
     if notes:
         out.append("notes:")
         out += [f"  {n}" for n in notes]

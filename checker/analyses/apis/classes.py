@@ -49,7 +49,9 @@ class MisuseClass:
     mark: str = ""
     static: str = ""  # the Move attribute that must be set for the class to be writable
     cannot_write: str = ""  # why, when no move of the API has it
-    needs: Callable[[Universe], str] | None = None  # why the config cannot show it, or ""
+    #: why the configuration cannot show it under an API (with or without a raw
+    #: SEPT.REMOVE), or ""
+    needs: Callable[[Universe, bool], str] | None = None
     #: the module checks that judge this very mistake (suffixes of check names); a refusal
     #: by another check refused the call for some other reason
     checks: tuple[str, ...] = ()
@@ -61,9 +63,10 @@ class MisuseClass:
     def judged_by(self, check: str) -> bool:
         return any(check.endswith(c) for c in self.checks)
 
-    def applies(self, u: Universe) -> str:
-        """"" if the configuration can show this class, else why not."""
-        return self.needs(u) if self.needs is not None else ""
+    def applies(self, u: Universe, sept_remove: bool = True) -> str:
+        """"" if the configuration can show this class (under an API that has, or has not,
+        TDH.MEM.SEPT.REMOVE), else why not."""
+        return self.needs(u, sept_remove) if self.needs is not None else ""
 
 
 def _seamcall(a: Action) -> bool:
@@ -211,20 +214,27 @@ def _leak(u: Universe, a: Action, via: bool) -> Expr | None:
     return And(S.leak_armed[0] == 0, Or(*held))
 
 
-def _needs_two(u: Universe) -> str:
+def _needs_two(u: Universe, sept_remove: bool) -> str:
     return "" if len(u.tds) >= 2 or len(u.vps) >= 2 else \
         "needs two TDs or two vCPUs (one handle dead while another is live)"
 
 
-def _needs_cpus(u: Universe) -> str:
+def _needs_cpus(u: Universe, sept_remove: bool) -> str:
     return "" if u.platform.cpus >= 2 else "needs two CPUs"
 
 
-def _needs_guest_page(u: Universe) -> str:
+def _needs_guest_page(u: Universe, sept_remove: bool) -> str:
+    """A runnable TD (MR.FINALIZE needs a vCPU: ``mr.finalize.vcpus``) with a page to
+    remove: where the API has TDH.MEM.SEPT.REMOVE (the raw seamcall; no upstream wrapper,
+    api-variants.md §2), the S-EPT page below the root will do (it needs BLOCK and TRACK as
+    PAGE.REMOVE does); otherwise a guest page mapped through every S-EPT level."""
     p = u.platform
-    need = 1 + p.tdcs_pages + 1 + p.tdcx_pages + (p.sept_levels - 1) + 1
-    return "" if len(u.pages) >= need else \
-        f"needs {need} pages to map a guest page (TD, vCPU, S-EPT and the page)"
+    td_vcpu = 1 + p.tdcs_pages + 1 + p.tdcx_pages
+    if sept_remove and p.sept_levels >= 2:
+        need, what = td_vcpu + 1, "TD, vCPU, an S-EPT page to SEPT.REMOVE"
+    else:
+        need, what = td_vcpu + p.sept_levels, "TD, vCPU, S-EPT and a guest page"
+    return "" if len(u.pages) >= need else f"needs {need} pages ({what})"
 
 
 CLASSES: tuple[MisuseClass, ...] = (

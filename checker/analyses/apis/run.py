@@ -227,9 +227,12 @@ def explore_variant(variant: Variant, config: Config, *, faults: bool = False,
     statics = set()
     for mv in host.moves:
         statics |= mv.statics
+    # a raw SEPT.REMOVE shows REMOVE-without-TRACK with no guest page (classes.py)
+    sept_remove = any(mv.action is not None and mv.action.kind == "TDH.MEM.SEPT.REMOVE"
+                      for mv in host.moves)
     open_: set[int] = set()
     for ci, c in enumerate(classes):
-        if c.applies(u) or (c.static and c.static not in statics):
+        if c.applies(u, sept_remove) or (c.static and c.static not in statics):
             continue
         open_.add(ci)
     violations: dict[str, Finding] = {}
@@ -387,7 +390,7 @@ def explore_variant(variant: Variant, config: Config, *, faults: bool = False,
     states = len(seen)
     cells = []
     for ci, c in enumerate(classes):
-        why = c.applies(u)
+        why = c.applies(u, sept_remove)
         if why:
             cells.append(Cell(c, NA, why))
             continue
