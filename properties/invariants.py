@@ -465,17 +465,25 @@ def _otr_step(u: Universe, a: Action) -> list[Clause]:
     out: list[Clause] = []
     for role, p, want in typed_operands(a):
         wrong = S.pt[p] != want
+        # the TD (vCPU) the page names, one object at a time: a universe with none (a
+        # scenario that names no td) has nothing to act on, and no index out of range
         if role == "tdr":
-            t = S.owner[p]
-            same = [getattr(POST, f)[t] == getattr(S, f)[t] for f in TD_FIELDS]
-            same += [getattr(POST, f)[t, e] == getattr(S, f)[t, e]
-                     for f in TD_ENTRY_FIELDS for e in range(len(u.entries))]
             what = f"acted on the TD of page {u.page_name(p)} as if it were a TDR"
-        elif role == "tdvpr":
-            v = S.vpslot[p]
-            same = [getattr(POST, f)[v] == getattr(S, f)[v] for f in VP_FIELDS]
+            for t in range(len(u.tds)):
+                same = [getattr(POST, f)[t] == getattr(S, f)[t] for f in TD_FIELDS]
+                same += [getattr(POST, f)[t, e] == getattr(S, f)[t, e]
+                         for f in TD_ENTRY_FIELDS for e in range(len(u.entries))]
+                out.append(Clause(Implies(And(wrong, S.owner[p] == t), And(*same)),
+                                  f"{a.step}: the module {what} (its PAMT type says otherwise)"))
+            continue
+        if role == "tdvpr":
             what = f"acted on the vCPU of page {u.page_name(p)} as if it were a TDVPR"
-        elif role == "take":
+            for v in range(len(u.vps)):
+                same = [getattr(POST, f)[v] == getattr(S, f)[v] for f in VP_FIELDS]
+                out.append(Clause(Implies(And(wrong, S.vpslot[p] == v), And(*same)),
+                                  f"{a.step}: the module {what} (its PAMT type says otherwise)"))
+            continue
+        if role == "take":
             same = [POST.pt[p] == S.pt[p], POST.owner[p] == S.owner[p],
                     POST.vpslot[p] == S.vpslot[p]]
             what = f"made page {u.page_name(p)} a TD page although it was not PT_NDA"

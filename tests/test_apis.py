@@ -37,6 +37,7 @@ from tdxcheck.model.compile import NOT_ENABLED
 from tdxcheck.model.enums import HostPage
 from tdxcheck.model.rule import LEAVES
 from tdxcheck.model.state import S
+from tdxcheck.model.status import status_name
 
 TINY = make_config("tiny", {})
 
@@ -273,10 +274,27 @@ def test_cell_traces_replay_on_both_engines(raw, tmp_path: Path) -> None:  # typ
             assert c.worst.invariant in broken
             assert r.steps[-1].violations
         else:
-            assert r.steps[-1].status != 0
+            assert status_name(r.steps[-1].status) == c.worst.status, cid
     kinds = {x.kind for x in replay(parse_file(str(tmp_path / "no-clflush.tdx")),
                                     run="both").consequences}
     assert "corrupted-td-data" in kinds  # the dirty KeyID-0 line written back over TD data
+
+
+def test_a_refused_mistake_is_the_last_line_of_its_trace(tmp_path: Path) -> None:
+    """A refused call leaves the state as it was, so the trace is concretised by what the
+    move did, not only where it led: pfn-2026's swap is a PAGE.WBINVD with an HKID for its
+    pfn (not some other call the module refuses with the same status)."""
+    vr = explore_variant(variant("pfn-2026"), TINY, classes=[misuse_class("hkid-page-swap")],
+                         limits=Limits(max_depth=1))
+    c = vr.cells[0]
+    assert c.summary() == "caught PAGE_METADATA_INCORRECT|RCX (1)"
+    p = tmp_path / "swap.tdx"
+    p.write_text(cell_tdx(vr, c))
+    last = p.read_text().strip().splitlines()[-1]
+    assert last.startswith("seamcall TDH.PHYMEM.PAGE.WBINVD"), last
+    r = replay(parse_file(str(p)), run="both")
+    assert not r.mismatches and not r.disagreements
+    assert status_name(r.steps[-1].status) == c.worst.status
 
 
 # ------------------------------------------------------------------ the command

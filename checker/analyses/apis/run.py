@@ -471,17 +471,30 @@ def concrete_run(vr: VariantRun, path: Sequence[int],
         assert r is not None, "a recorded edge is not enabled when re-run"
         target = canon(r.m)
         final = k == len(path) - 1
+        # the same calls with the same outcomes, not only the same successor: a refused
+        # call leaves the state as it was, so any other refused call would match too
+        made = _outcomes(r)
+        pick = None
         for e2, run in host.transitions(cur):
             if canon(run.m) != target:
                 continue
             if final and last is not None and not last(run):
                 continue
-            out.append((e2, run))
-            cur, ccur = run.m, target
-            break
-        else:  # pragma: no cover - the symmetry would not be one
+            if _outcomes(run) == made:
+                pick = (e2, run)
+                break
+            pick = pick or (e2, run)
+        if pick is None:  # pragma: no cover - the symmetry would not be one
             raise AssertionError("a trace does not concretise")
+        out.append(pick)
+        cur, ccur = pick[1].m, target
     return out
+
+
+def _outcomes(run: Run) -> list[tuple[str, int | None, int]]:
+    """What a move did, up to the naming of objects: each action's kind, status and the
+    check (or fault) that decided it."""
+    return [(x.action.kind, x.status, x.where) for x in run.recs]
 
 
 def run_apis(config: Config, *, variants: Sequence[Variant] = VARIANTS,
