@@ -998,6 +998,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--json", action="store_true", help="print the result as JSON")
     _debug_arg(f)
     f.set_defaults(fn=_cmd_conform)
+    _apis_parser(sub)
     return p
 
 
@@ -1009,6 +1010,92 @@ def _check_outputs(args: argparse.Namespace) -> None:
         writable_file(args.save)
     if getattr(args, "output", None):
         (writable_dir if args.command == "report" else writable_file)(args.output)
+
+
+# ------------------------------------------------------------------ apis (issue 14)
+def _apis_parser(sub: Any) -> None:
+    """``tdxcheck apis``: what each SEAMCALL wrapper API lets a host get wrong."""
+    a = sub.add_parser("apis", help="what each wrapper API lets a host get wrong, by "
+                       "exhaustive search", description="Explore the most general client "
+                       "of each API variant (raw, rfc, linux-6.19, pfn-2026, helpers) and "
+                       "classify each class of host mistake: impossible, caught (status), "
+                       "SILENT (invariant) or harmless, with the shortest trace. Exit 0, 2 "
+                       "bad input, 3 a limit cut a run short.")
+    a.add_argument("args", nargs="*", metavar="key=value", help="config overrides")
+    a.add_argument("--config", default="default", help="tiny | default | large")
+    a.add_argument("--variant", action="append", default=[], metavar="V",
+                   help="only this variant (repeatable)")
+    a.add_argument("--class", dest="cls", action="append", default=[], metavar="C",
+                   help="only this class, by number or id (repeatable)")
+    a.add_argument("--faults", action="store_true",
+                   help="let every SEAMCALL fail at each of its fault points")
+    a.add_argument("--max-states", type=POSITIVE, default=None, help="per variant")
+    a.add_argument("--max-depth", type=NON_NEGATIVE, default=None, help="per variant")
+    a.add_argument("--time-limit", type=SECONDS, default=None, metavar="SECONDS",
+                   help="per variant")
+    a.add_argument("--trace-out", metavar="DIR",
+                   help="write each cell's shortest trace as DIR/<variant>/<NN-class>.tdx")
+    a.add_argument("--consequences", action="store_true",
+                   help="with --trace-out: replay each trace on both engines and print what "
+                   "the executor saw")
+    a.add_argument("--credit", action="store_true",
+                   help="also turn the helpers variant's features off one at a time: which "
+                   "feature removes which class")
+    a.add_argument("-v", "--verbose", action="store_true",
+                   help="each cell's finding and shortest trace")
+    _json_quiet(a)
+    _debug_arg(a)
+    a.set_defaults(fn=_cmd_apis)
+
+
+def _cmd_apis(args: argparse.Namespace) -> int:
+    from tdxcheck.checker.analyses.apis import misuse_class, run_apis, variant
+    from tdxcheck.checker.analyses.apis.credit import feature_credit
+    from tdxcheck.checker.analyses.apis.variants import VARIANTS
+    from tdxcheck.checker.explore.bfs import Limits
+    from tdxcheck.checker.output import apis_report as rep
+    from tdxcheck.checker.output.report import dumps
+
+    config = _config_args(args)
+    variants = [variant(v) for v in args.variant] or list(VARIANTS)
+    from tdxcheck.checker.analyses.apis.classes import CLASSES
+
+    classes = [misuse_class(c) for c in args.cls] or list(CLASSES)
+    limits = Limits(args.max_states, args.max_depth, args.time_limit)
+
+    def show(name: str, d: dict[str, float]) -> None:
+        if not args.quiet:
+            print(f"apis {name}: {int(d['states']):,} states, queue {int(d['queue']):,}, "
+                  f"depth {int(d['depth'])}, {d['seconds']:.0f}s", file=sys.stderr, flush=True)
+
+    res = run_apis(config, variants=variants, classes=classes, faults=args.faults,
+                   limits=limits, progress=show)
+    cr = None
+    if args.credit:
+        cr = feature_credit(config, faults=args.faults, classes=classes, limits=limits,
+                            pairs=False, progress=None if args.quiet else
+                            (lambda n: print(f"apis credit: {n}", file=sys.stderr,
+                                             flush=True)))
+    files: list[str] = []
+    if args.trace_out:
+        files = rep.write_traces(res, Path(args.trace_out))
+    if args.json:
+        out = rep.apis_json(res)
+        out["trace_files"] = files
+        if cr is not None:
+            out["credit"] = rep.credit_json(cr)
+        print(dumps(envelope("apis", out, config=config_json(config))))
+    else:
+        print(rep.apis_text(res, details=args.verbose))
+        if cr is not None:
+            print()
+            print(rep.credit_table(cr))
+        if files:
+            print(f"\nwrote {len(files)} trace file(s) under {args.trace_out}")
+            if args.consequences:
+                for f, lines in rep.consequences(files).items():
+                    print(f"  {f}: " + ("; ".join(lines) if lines else "no consequence"))
+    return EXIT_OK if all(r.complete for r in res.runs) else EXIT_INCOMPLETE
 
 
 INTERNAL_HINT = "re-run with --debug for the traceback; please report it with the scenario"

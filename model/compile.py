@@ -556,7 +556,9 @@ Arm = tuple[str, list[str]]
 def chain_arms(rule: Rule, fault: int, gen: _Gen, eid: int, visible: bool,
                skip_first: bool = False, cov: int | None = None,
                key: KeySpec | None = None, sinv: Sequence[StepCheck] = (),
-               guard: Expr | None = None, rank: int = 0) -> tuple[list[Arm], list[str]]:
+               guard: Expr | None = None, rank: int = 0,
+               sinv_refused: Sequence[StepCheck] | None = None
+               ) -> tuple[list[Arm], list[str]]:
     """One action as an if/elif chain inside a fused successor function, as data: the arms
     ``(condition, body)`` in order and the body of the final ``else`` (success).
 
@@ -566,7 +568,10 @@ def chain_arms(rule: Rule, fault: int, gen: _Gen, eid: int, visible: bool,
     ``skip_first`` leaves out the first check when the caller has already tested it.  With
     ``cov`` (a base index), every outcome also counts ``C[cov + where + 1]`` (``where`` as
     in ``rule_source``: -1 success, else the index of the failing check or fault).
+    ``sinv_refused`` (default ``sinv``): the step checks of the outcomes where a check or a
+    fault point refuses the call.
     """
+    refused = sinv if sinv_refused is None else sinv_refused
     arms: list[Arm] = []
     k = 0
     first = True
@@ -594,15 +599,15 @@ def chain_arms(rule: Rule, fault: int, gen: _Gen, eid: int, visible: bool,
             first = False
             cond = "True" if isinstance(step.ok, Const) else f"not {gen.ex(step.ok)}"
             arm(cond, count(i) + outcome_source(gen, step.fail_effects,
-                                          step.status if visible else None, eid, key, sinv,
-                                          rank))
+                                          step.status if visible else None, eid, key,
+                                          refused, rank))
         elif isinstance(step, Fault):
             if k == fault:
                 cond = "True" if isinstance(step.cond, Const) and step.cond.value else \
                     gen.ex(step.cond)
                 arm(cond, count(i) + outcome_source(gen, step.effects,
                                               step.status if visible else None, eid, key,
-                                              sinv, rank))
+                                              refused, rank))
             k += 1
     return arms, count(-1) + outcome_source(gen, rule.effects, st_ok, eid, key, sinv, rank)
 

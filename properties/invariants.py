@@ -13,7 +13,7 @@ from tdxcheck.model.checks import keyid_lines, tlb_tracked
 from tdxcheck.model.enums import HostPage, KotState, OpState, PageType, TdLifecycle
 from tdxcheck.model.expr import And, Any, Count, Domain, Expr, If, Implies, Not, Sym
 from tdxcheck.model.rule import LEAVES
-from tdxcheck.model.state import POST, S, Universe
+from tdxcheck.model.state import POST, TD_ENTRY_FIELDS, TD_FIELDS, VP_FIELDS, S, Universe
 
 from .base import Clause, Invariant, forall, forall_pairs, invariant
 
@@ -408,3 +408,82 @@ invariant(Invariant(
 ))
 
 _ = tlb_tracked  # the module's own tracking test; the invariant states the goal instead
+
+
+# ---------------------------------------------------------------------------------------
+def typed_operands(a: Action) -> list[tuple[str, int, PageType]]:
+    """The page operands of SEAMCALL ``a`` that the leaf reads as a page of one PAMT type,
+    with that type: ``("tdr", page, PT_TDR)`` (the TD's root), ``("tdvpr", page, PT_TDVPR)``
+    (the vCPU's root), ``("take", page, PT_NDA)`` (a page the leaf makes a TD page: the
+    TDR of TDH.MNG.CREATE, the TDVPR of TDH.VP.CREATE, the pages the wrappers hand over),
+    ``("lines", page, PT_NDA)`` (the page TDH.PHYMEM.PAGE.WBINVD writes back).  Each is
+    the type the leaf's EXPLICIT_PAGE check names (``check_and_lock_explicit_tdr``,
+    ``check_and_lock_explicit_private_hpa``, helpers.c)."""
+    if a.kind not in LEAVES or LEAVES[a.kind].family == "guest":
+        return []
+    ldef = LEAVES[a.kind]
+    out: list[tuple[str, int, PageType]] = []
+    for name in ldef.operands:
+        if name == "tdr":
+            out.append(("take", a.arg(name), PageType.PT_NDA) if a.kind == "TDH.MNG.CREATE"
+                       else ("tdr", a.arg(name), PageType.PT_TDR))
+        elif name == "tdvpr":
+            out.append(("take", a.arg(name), PageType.PT_NDA) if a.kind == "TDH.VP.CREATE"
+                       else ("tdvpr", a.arg(name), PageType.PT_TDVPR))
+        elif name == "page" and name in ldef.hands:
+            out.append(("take", a.arg(name), PageType.PT_NDA))
+        elif name == "page" and a.kind == "TDH.PHYMEM.PAGE.WBINVD":
+            out.append(("lines", a.arg(name), PageType.PT_NDA))
+    return out
+
+
+def _otr_step(u: Universe, a: Action) -> list[Clause]:
+    """operand-type-respected: a page operand whose PAMT type is not the one the leaf reads
+    it as is not acted on.  A TDR operand that is not PT_TDR leaves the TD its PAMT owner
+    names unchanged (TDR and TDCS fields, S-EPT entries); a TDVPR operand that is not
+    PT_TDVPR leaves the vCPU it names unchanged (TDVPS fields); a page the leaf would make a
+    TD page keeps its PAMT entry unless it was PT_NDA; a page PAGE.WBINVD would write back
+    keeps its cache lines unless it was PT_NDA."""
+    out: list[Clause] = []
+    for role, p, want in typed_operands(a):
+        wrong = S.pt[p] != want
+        # the TD (vCPU) the page names, one object at a time: a universe with none (a
+        # scenario that names no td) has nothing to act on, and no index out of range
+        if role == "tdr":
+            what = f"acted on the TD of page {u.page_name(p)} as if it were a TDR"
+            for t in range(len(u.tds)):
+                same = [getattr(POST, f)[t] == getattr(S, f)[t] for f in TD_FIELDS]
+                same += [getattr(POST, f)[t, e] == getattr(S, f)[t, e]
+                         for f in TD_ENTRY_FIELDS for e in range(len(u.entries))]
+                out.append(Clause(Implies(And(wrong, S.owner[p] == t), And(*same)),
+                                  f"{a.step}: the module {what} (its PAMT type says otherwise)"))
+            continue
+        if role == "tdvpr":
+            what = f"acted on the vCPU of page {u.page_name(p)} as if it were a TDVPR"
+            for v in range(len(u.vps)):
+                same = [getattr(POST, f)[v] == getattr(S, f)[v] for f in VP_FIELDS]
+                out.append(Clause(Implies(And(wrong, S.vpslot[p] == v), And(*same)),
+                                  f"{a.step}: the module {what} (its PAMT type says otherwise)"))
+            continue
+        if role == "take":
+            same = [POST.pt[p] == S.pt[p], POST.owner[p] == S.owner[p],
+                    POST.vpslot[p] == S.vpslot[p]]
+            what = f"made page {u.page_name(p)} a TD page although it was not PT_NDA"
+        else:
+            same = [POST.dirty[p] == S.dirty[p]]
+            what = f"wrote back page {u.page_name(p)}'s lines although it was not PT_NDA"
+        out.append(Clause(Implies(wrong, And(*same)),
+                          f"{a.step}: the module {what} (its PAMT type says otherwise)"))
+    return out
+
+
+invariant(Invariant(
+    id="operand-type-respected",
+    summary="the module acts on a page as a TDR, TDVPR or new TD page only if its PAMT "
+            "type says so",
+    guarantee="module",
+    source="check_and_lock_explicit_tdr, check_and_lock_explicit_private_hpa (helpers.c); "
+           "tdx-reference.md §3.1",
+    step=_otr_step,
+    depends_on=("mng.key_config.tdr.pt", "vp.enter.tdvpr.pt", "mng.create.tdr.pt"),
+))

@@ -134,3 +134,20 @@ def test_a_violated_row_cut_by_a_limit_is_marked_partial() -> None:
                         limits=Limits(max_states=500))
     assert rows[0]["broken"] and rows[0]["limit"] == "state limit 500 reached"
     assert "*: a limit cut the run short (state limit 500 reached)" in ablation_table(rows)
+
+
+def test_type_confusion_checks_break_operand_type_respected() -> None:
+    """The checks that refuse a TDR/TDVPR of the wrong PAMT type (``*.tdr.pt``,
+    ``*.tdvpr.pt``) were "no invariant on type confusion"; without one, the module acts on
+    the TD (vCPU) the page's PAMT entry names: ``operand-type-respected`` breaks, and the
+    prover does not prove it.  Those that cannot be reached on tiny say why (config)."""
+    from tdxcheck.checker.analyses.ablation import NOTHING_BREAKS_WHY
+
+    rows = run_ablation("any", "tiny", checks=["mng.key_config.tdr.pt", "vp.flush.tdvpr.pt",
+                                               "mem.page_add.tdr.pt"])
+    assert rows[0]["broken"] == {"operand-type-respected": 1}
+    assert rows[1]["broken"] == {"operand-type-respected": 7}
+    assert rows[2]["broken"] == {} and why_nothing_breaks("mem.page_add.tdr.pt")[0] == "config"
+    assert not any(p in (".tdr.pt", ".tdvpr.pt") for p, _k, _r in NOTHING_BREAKS_WHY)
+    # the rd/wr/extend leaves change nothing the model keeps: still their family's reason
+    assert why_nothing_breaks("mng.rd.tdr.pt")[0] == "model gap"

@@ -19,7 +19,7 @@ from tdxcheck.checker.output.report_rows import ablation_rows as REAL_ABLATION_R
 
 ROOT = Path(__file__).parent.parent
 SECTIONS = ("verdicts", "counterexamples", "check", "kvm", "prove", "mutants", "ablations",
-            "coverage", "graphs", "configuration")
+            "apis", "coverage", "graphs", "configuration")
 REMOVED = "mng.key_freeid.wbinvd_done"
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
         "track", "wbr"}
@@ -201,14 +201,14 @@ def test_coverage_groups_statuses_by_class(tiny_report: html_report.ReportData) 
 
 
 def test_a_new_section_slots_in(tiny_report: html_report.ReportData) -> None:
-    """Another section (an "apis" table, say) is one more entry of ``SECTIONS``."""
-    extra = html_report.Section("apis", "Wrapper APIs", lambda d: "<p>apis here</p>")
+    """Another section (a "lab" table, say) is one more entry of ``SECTIONS``."""
+    extra = html_report.Section("lab", "A lab", lambda d: "<p>lab here</p>")
     secs = [*html_report.SECTIONS[:3], extra, *html_report.SECTIONS[3:]]
     text = html_report.render(tiny_report, secs)
     check_html(text)
-    assert '<a href="#apis">apis</a>' in text
-    assert '<section id="apis">\n<h2>Wrapper APIs</h2>\n<p>apis here</p>' in text
-    assert text.index('id="apis"') < text.index('<section id="kvm">')
+    assert '<a href="#lab">lab</a>' in text
+    assert '<section id="lab">\n<h2>A lab</h2>\n<p>lab here</p>' in text
+    assert text.index('id="lab"') < text.index('<section id="kvm">')
 
 
 def test_counterexample_section_has_steps_statuses_and_changes(tmp_path: Path) -> None:
@@ -273,6 +273,8 @@ def test_engines_fill_every_section(tiny_report: html_report.ReportData) -> None
     kvm = _section(text, "kvm")
     assert "check --host kvm --config tiny --faults" in kvm and ">holds<" in kvm
     assert "after tdx_mmu_release_hkid" in kvm  # a leak KVM chose on an error path
+    apis = _section(text, "apis")
+    assert "linux-6.19" in apis and "SILENT flush-before-alloc" in apis
 
 
 def _pictures_without_dot(d: html_report.ReportData,
@@ -320,7 +322,7 @@ def test_cli_report_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
             return [{"what": what}]
         return fn
 
-    for name in ("prove_rows", "kvm_rows", "mutant_rows", "ablation_rows"):
+    for name in ("prove_rows", "kvm_rows", "mutant_rows", "ablation_rows", "apis_rows"):
         setattr(fake, name, rows(name))
     monkeypatch.setitem(sys.modules, html_report.ROWS, fake)
     assert cli.main(["report", "--config", "tiny", "-o", str(tmp_path)]) == 0
@@ -331,7 +333,7 @@ def test_cli_report_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert phases[0] == "explore (check, coverage, graphs)"
     assert phases[-1] == "write"
     for ph in ("graphs", "prove (Z3 induction)", "check --host kvm", "mutants",
-               "ablation (kvm tiny, faults)"):
+               "ablation (kvm tiny, faults)", "apis (config tiny)"):
         assert ph in phases, ph
     # not a terminal: one plain line when a phase starts, then at most one every 5 s
     assert "report: mutants: mutant_rows ...\n" in err

@@ -41,7 +41,8 @@ LARGER = make_config("default", {"tds": "4", "pages": "8", "hkids": "3"})
 
 MODULE_INVARIANTS = {"no-double-assignment", "keyid-after-vpflushdone", "pamt-owner-live",
                      "chldcnt-matches-pages", "kot-matches-lifecycle", "assoc-count-matches",
-                     "keys-configured-all-packages", "tlb-tracked-before-remove"}
+                     "keys-configured-all-packages", "tlb-tracked-before-remove",
+                     "operand-type-respected"}
 
 
 @pytest.fixture(scope="module")
@@ -447,6 +448,14 @@ def test_ablation_caught_and_bmc_agrees_with_the_explorer(check: str) -> None:
     row = run_ablation(host="any", config_name="tiny", checks=[check])[0]
     assert row["broken"] and row["verdict"] != "holds", row
     assert ablation_mismatches(check, row["broken"]) == []
+
+
+@pytest.mark.slow
+def test_type_confusion_ablation_violates_operand_type_respected() -> None:
+    """KEY.CONFIG without its TDR type check configures the key of the TD a TDCS page
+    belongs to: ``operand-type-respected`` is violated in one step, by prove and BMC as by
+    the explorer."""
+    assert ablation_mismatches("mng.key_config.tdr.pt", {"operand-type-respected": 1}) == []
 
 
 def test_bmc_finds_an_out_of_range_counter() -> None:

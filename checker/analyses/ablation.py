@@ -140,9 +140,6 @@ NOTHING_BREAKS_WHY: tuple[tuple[str, str, str], ...] = (
      "snapshot: it clears no wbinvd bit, so FREEID's own check still holds")),
     ("phymem.page_reclaim.lock", _RED, ("RECLAIM needs TD_TEARDOWN, which needs VPFLUSHDONE: "
      "no vCPU can be running (in the guest implies associated)")),
-    ("phymem.page_wbinvd.page.pt", _GAP, ("a write-back-invalidate of a page still in use "
-     "loses nothing in the model (the dirty map over-approximates); the check guards the "
-     "host naming the wrong page")),
     ("vp.flush.tdvpr.lock", _GAP, ("no invariant says a vCPU in the guest stays associated "
      "with the LP it runs on")),
     ("vp.flush.keys_configured", _GAP, ("no invariant on flushing a vCPU's cached state "
@@ -179,6 +176,15 @@ NOTHING_BREAKS_WHY: tuple[tuple[str, str, str], ...] = (
      "removing it breaks keyid-after-vpflushdone and no-double-assignment (2 steps)")),
     ("mng.vpflushdone.lifecycle", _CFG, ("with one TD a second VPFLUSHDONE changes nothing; "
      "with tds=2 removing it breaks kot-matches-lifecycle (7 steps)")),
+    ("mng.create.tdr.pt", _CFG, ("with one TD its slot is free only once its TDR was "
+     "reclaimed, after every other page of it: every page is PT_NDA; with tds=2 removing it "
+     "breaks operand-type-respected (5 steps)")),
+    ("mem.page_remove.tdr.pt", _CFG, ("tiny's 3 pages cannot map a guest page; with pages=4 "
+     "removing it breaks operand-type-respected (7 steps)")),
+    ("mem.page_add.tdr.pt", _CFG, ("tiny's 3 pages cannot map a guest page; with pages=4 "
+     "removing it breaks operand-type-respected (6 steps)")),
+    ("mem.page_aug.tdr.pt", _CFG, ("tiny's 3 pages cannot map a guest page; with pages=4 "
+     "removing it breaks operand-type-respected (6 steps)")),
     ("mem.track.previous_epoch_drained", _RED, ("PAGE.REMOVE's own TLB-tracking check "
      "refuses the removal an early TRACK would allow")),
     # ---- families
@@ -206,11 +212,6 @@ NOTHING_BREAKS_WHY: tuple[tuple[str, str, str], ...] = (
     ("mng.wr.", _GAP, ("TDH.MNG.WR changes nothing the model keeps (TD metadata is not "
      "modelled)")),
     ("mr.extend.", _GAP, "TDH.MR.EXTEND changes only the measurement, which is not modelled"),
-    (".tdr.pt", _GAP, ("the model reaches a TD through the page's PAMT owner, so another page "
-     "of the same TD names the same TD; in the module the page would be misread as a TDR "
-     "(no invariant on type confusion)")),
-    (".tdvpr.pt", _GAP, ("the model reaches a vCPU through the page's PAMT entry; in the module "
-     "another page would be misread as a TDVPR")),
     (".walk", _CFG, "the configuration has no S-EPT level below the one the walk needs"),
     (".entry_state", _CFG, "the configuration's S-EPT cannot reach the refused entry state"),
 )

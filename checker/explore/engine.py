@@ -20,7 +20,7 @@ from tdxcheck.model.compile import (
     predicate_source,
     rule_source,
 )
-from tdxcheck.model.rule import Ctx, Fault, Rule
+from tdxcheck.model.rule import Ctx, Effect, Fault, Rule
 from tdxcheck.model.state import Layout, State, Universe
 from tdxcheck.model.status import Status, status_class
 from tdxcheck.properties import INVARIANTS, Invariant
@@ -125,9 +125,17 @@ class Engine:
         if ca is not None:
             return ca
         ctx = Ctx(self.u, self.layout, a.cpu, self.ablate)
-        rule = rule_of(a, ctx)
+        return self._compile(a, rule_of(a, ctx), wrapper_pre(a, self.u))
+
+    def compile_as(self, a: Action, rule: Rule) -> CompiledAction:
+        """Compile ``rule`` as the rule of ``a`` and cache it like ``compiled``: a client's
+        composition of a leaf's one definition with its own steps (the API lab folds a
+        wrapper's CLFLUSH into the rule, so fused successor code can run it)."""
+        return self._compile(a, rule, ())
+
+    def _compile(self, a: Action, rule: Rule, pre: Sequence[Effect]) -> CompiledAction:
         gen = new_gen(self.layout)
-        srcs = [rule_source("step", rule, self.layout, wrapper_pre(a, self.u), gen)]
+        srcs = [rule_source("step", rule, self.layout, pre, gen)]
         step_invs = []
         for i, inv in enumerate(self.invariants):
             clauses = inv.step_clauses(self.u, a, self.only)

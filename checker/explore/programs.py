@@ -291,11 +291,19 @@ class AnyHost:
     extra_bound = 0
 
     def __init__(self, u: Universe, faults: bool = False, ablate: Sequence[str] = (),
-                 coverage: bool = False) -> None:
+                 coverage: bool = False,
+                 actions: Sequence[tuple[Action, Expr | None]] | None = None,
+                 engine: Engine | None = None,
+                 accepted_only: frozenset[str] = frozenset()) -> None:
         self.u = u
         self.coverage = coverage
-        self.engine = Engine(u, ablate=ablate, only="module")
-        acts = any_host_actions(u)
+        # step invariants checked only where the module accepts the call (the API lab's
+        # mistakes: a refusal it finds by itself, once)
+        self.accepted_only = accepted_only
+        # another client's actions (with their guards) and engine: the API lab's moves
+        self.engine = engine if engine is not None else Engine(u, ablate=ablate,
+                                                               only="module")
+        acts = list(actions) if actions is not None else any_host_actions(u)
         self.actions = [a for a, _ in acts]
         self.guards = _compile_guards(self.engine.layout, [g for _, g in acts])
         self._guard_expr = {id(fn): g for fn, (_, g) in zip(self.guards, acts, strict=True)
@@ -444,10 +452,14 @@ class AnyHost:
 
         def arms(entry: Any, skip_first: bool) -> Any:
             ca, guard, fault, eid = entry
+            sinv = step_checks(ca, eid)
+            refused = [sc for sc, (inv, _m, _f) in zip(sinv, ca.step_invs, strict=True)
+                       if inv.id not in self.accepted_only]
             a, els = chain_arms(ca.rule, fault, gen, eid, ca.action.kind in LEAVES,
                                 skip_first=skip_first, cov=self.cov_base[eid] if cov else None,
-                                key=key, sinv=step_checks(ca, eid),
-                                guard=self._guard_expr.get(id(guard)), rank=rank[eid])
+                                key=key, sinv=sinv,
+                                guard=self._guard_expr.get(id(guard)), rank=rank[eid],
+                                sinv_refused=refused)
             return [(cached(c), body) for c, body in a], els
 
         # every table entry is one transition unless its guard fails or it is not enabled

@@ -5,6 +5,7 @@ The page reads from the top: the **verdicts** banner first (one row per command:
 its verdict, what it covered and what it did not and where that is checked), then the
 **counterexamples**, then the details, one section each (``SECTIONS``: an id, a title and
 the function that writes it; a new section is one more entry):
+``apis`` is ``tdxcheck apis`` on tiny: each class of host mistake under each wrapper API.
 
 ``check`` (the explorer's verdict per invariant, the witnesses, what ``--host any`` does not
 cover), ``kvm``, ``prove``, ``mutants``, ``ablations`` (the removals that break something;
@@ -72,6 +73,7 @@ class ReportData:
     pictures: dict[str, str] = field(default_factory=dict)
     picture_notes: dict[str, str] = field(default_factory=dict)
     drawn_by: str = ""  # "dot" or "networkx"
+    apis: Optional_ = field(default_factory=lambda: Optional_(note="not collected"))
 
 
 #: the module the optional sections come from
@@ -172,6 +174,7 @@ def collect(config: Any, *, faults: bool = False, ablate: Sequence[str] = (),
         mutants=_optional_rows(ROWS, "mutant_rows", config, say=say("mutants")),
         ablations=_optional_rows(ROWS, "ablation_rows", config,
                                  say=say("ablation (kvm tiny, faults)")),
+        apis=_optional_rows(ROWS, "apis_rows", config, say=say("apis (config tiny)")),
         consequences=cons, consequences_note=note, pictures=pictures,
         picture_notes=picture_notes, drawn_by=drawn_by)
 
@@ -584,6 +587,10 @@ def _mutants_section(d: ReportData) -> str:
     return _rows_or_note(d.mutants)
 
 
+def _apis_section(d: ReportData) -> str:
+    return _rows_or_note(d.apis)
+
+
 def _ablations_section(d: ReportData) -> str:
     rows = d.ablations.rows
     if not rows or "class" not in rows[0]:
@@ -766,6 +773,8 @@ SECTIONS: list[Section] = [
     Section("prove", "prove (Z3 induction)", _prove_section),
     Section("mutants", "Mutants", _mutants_section),
     Section("ablations", "Ablations", _ablations_section),
+    Section("apis", "Which wrapper API? (tdxcheck apis, config tiny: what each API lets a "
+            "host get wrong)", _apis_section),
     Section("coverage", "Coverage", _coverage_section),
     Section("graphs", "Projection graphs", _graph_section),
     Section("configuration", "Configuration", _config_section),

@@ -14,7 +14,9 @@ the same model.
   check: run ``tdxcheck ablate`` for it); each row with its ``class``: ``breaks`` for a
   removal that broke an invariant, else why nothing broke, as a class the page folds by;
 * ``consequences(prog, cx)``: an explorer counterexample written as a scenario and replayed on
-  the concrete executor in lockstep with the model: what the executor saw, one line each.
+  the concrete executor in lockstep with the model: what the executor saw, one line each;
+* ``apis_rows(config)``: ``tdxcheck apis`` on ``tiny`` (every variant; the full
+  configuration's table is ``reports/apis-default.txt``): one row per class of host mistake.
 
 Each takes ``progress`` (a callable given one line of text, or None): the report says what
 it is doing while they run (the ablation takes minutes).
@@ -164,3 +166,28 @@ def consequences(prog: Any, cx: Any) -> list[str]:
     out += [f"DISAGREEMENT at scenario step {d.step_index + 1}: model {d.model}, executor "
             f"{d.executor}" for d in res.disagreements]
     return out or ["the executor saw nothing go wrong up to the violation"]
+
+
+def apis_rows(config: Any) -> list[dict[str, Any]]:
+    return [dict(r) for r in _apis_rows()]
+
+
+@functools.lru_cache(maxsize=1)
+def _apis_rows() -> tuple[dict[str, Any], ...]:
+    """Classes x variants on tiny (the same for every report, so computed once)."""
+    from tdxcheck.checker.analyses.apis import run_apis
+    from tdxcheck.checker.explore.programs import make_config
+    from tdxcheck.checker.output.apis_report import _cell
+
+    res = run_apis(make_config("tiny", {}))
+    out = []
+    for i, c in enumerate(res.classes):
+        row: dict[str, Any] = {"class": f"{c.number} {c.title}"}
+        for r in res.runs:
+            row[r.variant.name] = _cell(r.cells[i])
+        out.append(row)
+    out.append({"class": "silent / caught / impossible (config tiny)",
+                **{r.variant.name: "/".join(str(r.counts()[k]) for k in
+                                            ("silent", "caught", "impossible"))
+                   for r in res.runs}})
+    return tuple(out)
