@@ -24,6 +24,7 @@ it is doing while they run (the ablation takes minutes).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
