@@ -97,7 +97,7 @@ def test_itf_of_an_any_host_counterexample(tmp_path: Path) -> None:
         doc = json.loads(f.read_text())
         check_itf(doc)
         assert doc["states"][0]["action"] == "init" and doc["states"][0]["status"] == "none"
-        pts = dict((k, v) for k, v in doc["states"][-1]["pt"]["#map"])
+        pts = {k: v for k, v in doc["states"][-1]["pt"]["#map"]}
         assert pts["NULL"] == "PT_RSVD"
 
 

@@ -13,7 +13,6 @@ from tdxcheck.checker.explore.replay import replay
 from tdxcheck.checker.kvm import KvmHost, kvm_config, kvm_tdx
 from tdxcheck.checker.scenario import parse_file
 
-
 # KVM-level properties no module engine can observe, and the comment kvm_tdx writes for each
 _KVM_REACTIONS = {"vm-bugged": "KVM_BUG_ON", "loud-failure": "error"}
 
