@@ -536,12 +536,26 @@ def explore(
         reason = reason or "stopped early"
     else:
         verdict = HOLDS
+    return result_of(prog, verdict, reason, n_states, transitions, seconds, found, reached,
+                     witnesses, witness_ids, parent, via, norm, peak, new_by_edge,
+                     fingerprint, generated, k0, max(peak_mem, memory_mib()))
+
+
+def result_of(prog: Program, verdict: str, reason: str, n_states: int, transitions: int,
+              seconds: float, found: dict[str, tuple[int, list[int], str]],
+              reached: dict[str, int], witnesses: Callable[[State], list[str]] | None,
+              witness_ids: Sequence[str], parent: array[int], via: array[int],
+              norm: Callable[[State], State], peak: int, new_by_edge: array[int],
+              fingerprint: bool, generated: int, k0: int, mem: float) -> ExploreResult:
+    """The run's result: each counterexample and witness rebuilt from the initial state
+    along its parent edges (shortest, as breadth-first found it); ``explore`` and
+    ``parallel.explore_parallel`` both end here."""
+
     def edges_to(i: int) -> list[int]:
         edges: list[int] = []
-        j = i
-        while j > 0:
-            edges.append(via[j])
-            j = parent[j]
+        while i > 0:
+            edges.append(via[i])
+            i = parent[i]
         edges.reverse()
         return edges
 
@@ -554,26 +568,24 @@ def explore(
     wit: dict[str, Counterexample | None] = {}
     for w in witness_ids:
         if w in reached:
+            assert witnesses is not None
             wit[w] = rebuild(prog, w, "", edges_to(reached[w]), norm,
                              check=lambda st, w=w: w in witnesses(st))  # type: ignore[misc]
         else:
             wit[w] = None
     cxs.sort(key=lambda c: (c.length, c.invariant))
-    # the key (an int object), parent and edge, queue index, and a set slot (amortised)
     per_state = (sys.getsizeof(k0) + 8 + 4 + 28) if not fingerprint else (32 + 8 + 4 + 28)
     fp_p = None
     if fingerprint:
-        d, g = n_states, generated
-        fp_p = d * max(g - d, 0) / 2.0**64
+        fp_p = n_states * max(generated - n_states, 0) / 2.0**64
     deepest, j = 0, n_states - 1
     while j > 0:
         deepest += 1
         j = parent[j]
     # a violated run keeps the limit that cut it short: with stop_at_first=False, more
     # invariants may break than it found (reporters say so; ablation marks the row)
-    return ExploreResult(verdict, reason, n_states,
-                         transitions, deepest, seconds, cxs, wit, peak, list(new_by_edge),
-                         per_state, fp_p, max(peak_mem, memory_mib()))
+    return ExploreResult(verdict, reason, n_states, transitions, deepest, seconds, cxs, wit,
+                         peak, list(new_by_edge), per_state, fp_p, mem)
 
 
 def rebuild(prog: Program, invariant: str, message: str, edges: Sequence[int],

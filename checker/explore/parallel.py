@@ -53,7 +53,6 @@ from .bfs import (
     HOLDS,
     INCOMPLETE,
     VIOLATED,
-    Counterexample,
     ExploreResult,
     Limits,
     Packing,
@@ -64,7 +63,7 @@ from .bfs import (
     canon_keyer,
     memory_mib,
     memory_reason,
-    rebuild,
+    result_of,
 )
 from .engine import STATE_ENCODING, Violation
 
@@ -586,50 +585,6 @@ def _coordinate(prog: Program, limits: Limits, stop_at_first: bool,
     else:
         verdict = HOLDS
     peak_mem = max(peak_mem, memory_mib(pids))
-    return _result(prog, verdict, reason, n_states, transitions, seconds, found, reached,
+    return result_of(prog, verdict, reason, n_states, transitions, seconds, found, reached,
                    witnesses, witness_ids, parent, via, norm, peak, new_by_edge, fingerprint,
                    generated, k0, peak_mem)
-
-
-def _result(prog: Program, verdict: str, reason: str, n_states: int, transitions: int,
-            seconds: float, found: dict[str, tuple[int, list[int], str]],
-            reached: dict[str, int], witnesses: Callable[[State], list[str]] | None,
-            witness_ids: Sequence[str], parent: array[int], via: array[int],
-            norm: Callable[[State], State], peak: int, new_by_edge: array[int],
-            fingerprint: bool, generated: int, k0: int, mem: float) -> ExploreResult:
-    """The result as ``bfs.explore`` builds it (traces rebuilt from the initial state)."""
-    import sys
-
-    def edges_to(i: int) -> list[int]:
-        edges: list[int] = []
-        while i > 0:
-            edges.append(via[i])
-            i = parent[i]
-        edges.reverse()
-        return edges
-
-    def stuck(st: State) -> bool:
-        return prog.stuck(st) is not None
-
-    cxs = [rebuild(prog, inv, msg, edges_to(i) + tail, norm,
-                   check=stuck if inv == "deadlock" else None)
-           for inv, (i, tail, msg) in found.items()]
-    wit: dict[str, Counterexample | None] = {}
-    for w in witness_ids:
-        if w in reached:
-            assert witnesses is not None
-            wit[w] = rebuild(prog, w, "", edges_to(reached[w]), norm,
-                             check=lambda st, w=w: w in witnesses(st))  # type: ignore[misc]
-        else:
-            wit[w] = None
-    cxs.sort(key=lambda c: (c.length, c.invariant))
-    per_state = (sys.getsizeof(k0) + 8 + 4 + 28) if not fingerprint else (32 + 8 + 4 + 28)
-    fp_p = None
-    if fingerprint:
-        fp_p = n_states * max(generated - n_states, 0) / 2.0**64
-    deepest, j = 0, n_states - 1
-    while j > 0:
-        deepest += 1
-        j = parent[j]
-    return ExploreResult(verdict, reason, n_states, transitions, deepest, seconds, cxs, wit,
-                         peak, list(new_by_edge), per_state, fp_p, mem)
