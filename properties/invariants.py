@@ -11,7 +11,7 @@ from __future__ import annotations
 from tdxcheck.model.actions import Action
 from tdxcheck.model.checks import keyid_lines, tlb_tracked
 from tdxcheck.model.enums import HostPage, KotState, OpState, PageType, TdLifecycle
-from tdxcheck.model.expr import And, Any, Count, Domain, Expr, If, Implies, Not, Sym
+from tdxcheck.model.expr import All, And, Any, Count, Domain, Expr, If, Implies, Not, Sym
 from tdxcheck.model.rule import LEAVES
 from tdxcheck.model.state import POST, TD_ENTRY_FIELDS, TD_FIELDS, VP_FIELDS, S, Universe
 
@@ -447,23 +447,31 @@ def _otr_step(u: Universe, a: Action) -> list[Clause]:
     out: list[Clause] = []
     for role, p, want in typed_operands(a):
         wrong = S.pt[p] != want
-        # the TD (vCPU) the page names, one object at a time: a universe with none (a
-        # scenario that names no td) has nothing to act on, and no index out of range
+        # the TD (vCPU) the page names, for every TD (vCPU): a universe with none (a
+        # scenario that names no td) has nothing to act on, and no index out of range; the
+        # parametric prover reads the same clauses as ∀-clauses (forall, All)
         if role == "tdr":
             what = f"acted on the TD of page {u.page_name(p)} as if it were a TDR"
-            for t in range(len(u.tds)):
+
+            def td_same(t: int | Expr, p: int = p, wrong: Expr = wrong, what: str = what) -> Clause:
                 same = [getattr(POST, f)[t] == getattr(S, f)[t] for f in TD_FIELDS]
-                same += [getattr(POST, f)[t, e] == getattr(S, f)[t, e]
-                         for f in TD_ENTRY_FIELDS for e in range(len(u.entries))]
-                out.append(Clause(Implies(And(wrong, S.owner[p] == t), And(*same)),
-                                  f"{a.step}: the module {what} (its PAMT type says otherwise)"))
+                same += [All(u.domain("entry"),
+                             lambda e, f=f: getattr(POST, f)[t, e] == getattr(S, f)[t, e])
+                         for f in TD_ENTRY_FIELDS]
+                return Clause(Implies(And(wrong, S.owner[p] == t), And(*same)),
+                              f"{a.step}: the module {what} (its PAMT type says otherwise)")
+
+            out += forall(u.domain("td"), td_same)
             continue
         if role == "tdvpr":
             what = f"acted on the vCPU of page {u.page_name(p)} as if it were a TDVPR"
-            for v in range(len(u.vps)):
+
+            def vp_same(v: int | Expr, p: int = p, wrong: Expr = wrong, what: str = what) -> Clause:
                 same = [getattr(POST, f)[v] == getattr(S, f)[v] for f in VP_FIELDS]
-                out.append(Clause(Implies(And(wrong, S.vpslot[p] == v), And(*same)),
-                                  f"{a.step}: the module {what} (its PAMT type says otherwise)"))
+                return Clause(Implies(And(wrong, S.vpslot[p] == v), And(*same)),
+                              f"{a.step}: the module {what} (its PAMT type says otherwise)")
+
+            out += forall(u.domain("vp"), vp_same)
             continue
         if role == "take":
             same = [POST.pt[p] == S.pt[p], POST.owner[p] == S.owner[p],

@@ -637,7 +637,7 @@ def test_encoder_names_no_field_leaf_or_status() -> None:
     importers = []
     for path in list((ROOT / "model").glob("*.py")) + list((ROOT / "checker").rglob("*.py")) \
             + list((ROOT / "properties").glob("*.py")):
-        if path.parent == ROOT / "checker" / "prove":
+        if ROOT / "checker" / "prove" in path.parents:  # the Z3 back end and prove/param/
             continue
         if re.search(r"^\s*(import z3|from z3\b)", path.read_text(), re.MULTILINE):
             importers.append(str(path.relative_to(ROOT)))
