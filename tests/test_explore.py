@@ -125,11 +125,14 @@ def test_pinned_counts_tiny() -> None:
     assert (r2.states, r2.depth) == (2886, 29)
 
 
+# one in the default run; the others (20-40 s each on this machine) with the slow tests
 @pytest.mark.parametrize("check,inv", [
-    ("mng.key_freeid.wbinvd_done", "keyid-after-vpflushdone"),
+    pytest.param("mng.key_freeid.wbinvd_done", "keyid-after-vpflushdone",
+                 marks=pytest.mark.slow),
     ("mng.vpflushdone.no_assoc_vcpus", "keyid-after-vpflushdone"),
-    ("mng.key_freeid.blocked", "keyid-after-vpflushdone"),
-    ("phymem.page_reclaim.no_children", "pamt-owner-live"),
+    pytest.param("mng.key_freeid.blocked", "keyid-after-vpflushdone", marks=pytest.mark.slow),
+    pytest.param("phymem.page_reclaim.no_children", "pamt-owner-live",
+                 marks=pytest.mark.slow),
 ])
 def test_ablation_found_shortest_with_and_without_symmetry(check: str, inv: str) -> None:
     prog = AnyHost(make_config("tiny", {}).universe(), ablate=[check])
