@@ -185,8 +185,9 @@ def check_scope_text(u: Any, any_host: bool, symmetry_order: int | None,
             out.append(f"  {w:<{width}}  {when}: {summary.get(w, '')}")
     if skip:
         out.append("not checked here (--host any makes SEAMCALLs only; these are the host's "
-                   "obligations): " + ", ".join(skip) + "; check them with a scenario file "
-                   "or --host kvm")
+                   "obligations): " + ", ".join([*skip, *(f"the host clauses of {i}"
+                                                       for i in sorted(part))])
+                   + "; check them with a scenario file or --host kvm")
     return out
 
 
