@@ -355,21 +355,35 @@ def UnionOf(dom: Domain, body: Callable[[_AnyT], Operand]) -> Expr:
     return out
 
 
-def reads(e: Expr) -> Iterable[Read]:
-    """Every Read node in a tree (for dependency reports)."""
-    stack = [e]
+def children(x: Expr) -> tuple[Expr, ...]:
+    """The subtrees of one node (aggregate bodies, their domains and symbol arguments too)."""
+    if isinstance(x, Read):
+        return tuple(x.index)
+    if isinstance(x, Bin):
+        return (x.a, x.b)
+    if isinstance(x, BoolOp):
+        return tuple(x.args)
+    if isinstance(x, NotE | In):
+        return (x.a,)
+    if isinstance(x, Ite):
+        return (x.c, x.a, x.b)
+    if isinstance(x, Sym):
+        return tuple(x.args)
+    if isinstance(x, Agg):
+        return (x.body,) if x.dom.of is None else (x.body, x.dom.of)
+    return ()
+
+
+def nodes(e: Expr) -> list[Expr]:
+    """Every node of a tree, the one walk every reader uses."""
+    out, stack = [], [e]
     while stack:
         x = stack.pop()
-        if isinstance(x, Read):
-            yield x
-            stack.extend(x.index)
-        elif isinstance(x, Bin):
-            stack.extend((x.a, x.b))
-        elif isinstance(x, BoolOp):
-            stack.extend(x.args)
-        elif isinstance(x, NotE):
-            stack.append(x.a)
-        elif isinstance(x, Ite):
-            stack.extend((x.c, x.a, x.b))
-        elif isinstance(x, In):
-            stack.append(x.a)
+        out.append(x)
+        stack.extend(children(x))
+    return out
+
+
+def reads(e: Expr) -> Iterable[Read]:
+    """Every Read node in a tree (for dependency reports)."""
+    return (x for x in nodes(e) if isinstance(x, Read))

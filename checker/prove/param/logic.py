@@ -54,6 +54,7 @@ from tdxcheck.model.expr import (
     Sym,
     SymDomain,
     Var,
+    nodes,
 )
 from tdxcheck.model.rule import Assign, Check, Effect, Fault, ForEach, Rule, When
 from tdxcheck.model.state import FIELD_BY_NAME, FIELDS, FieldSpec
@@ -983,29 +984,7 @@ def _mentions(e: Expr, name: str) -> bool:
 
 def walk(e: Expr) -> list[Expr]:
     """Every node of a tree (aggregate bodies and symbol arguments included)."""
-    out, stack = [], [e]
-    while stack:
-        x = stack.pop()
-        out.append(x)
-        if isinstance(x, Read):
-            stack.extend(x.index)
-        elif isinstance(x, Bin):
-            stack.extend((x.a, x.b))
-        elif isinstance(x, BoolOp):
-            stack.extend(x.args)
-        elif isinstance(x, NotE):
-            stack.append(x.a)
-        elif isinstance(x, Ite):
-            stack.extend((x.c, x.a, x.b))
-        elif isinstance(x, In):
-            stack.append(x.a)
-        elif isinstance(x, Sym):
-            stack.extend(x.args)
-        elif isinstance(x, Agg):
-            stack.append(x.body)
-            if x.dom.of is not None:
-                stack.append(x.dom.of)
-    return out
+    return nodes(e)
 
 
 def fields_read(e: Expr) -> set[str]:
