@@ -11,6 +11,7 @@ Only ``ScenarioError`` and ``InputError`` (``checker/scenario.py``) are bad inpu
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 from importlib import resources
@@ -230,6 +231,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
             order = Symmetry(run.prog.engine.layout).group_order
         print(f"verdict: {r.verdict}" + (f" ({r.reason})" if r.reason else ""))
+        if r.verdict == "incomplete" and config is not None:
+            # the same invariants of the same host, at every depth, by the other engine
+            cmd = " ".join(["tdxcheck prove --config", shlex.quote(args.config),
+                            *(shlex.quote(f"{k}={v}") for k, v in overrides),
+                            *(["--faults"] if args.faults else []),
+                            *(f"--ablate {shlex.quote(a)}" for a in args.ablate)])
+            print(f"  for a verdict at every depth: {cmd} (induction over the same "
+                  "invariants; exit 0 = they hold in every reachable state)")
         print(f"states: {r.states:,} (symmetry {'on' if order else 'off'}), transitions: "
               f"{r.transitions:,}, depth: {r.depth}, {r.seconds:.1f}s, "
               f"{r.states_per_second:,.0f} states/s, peak memory {run.peak_rss_mib:,.0f} MiB")

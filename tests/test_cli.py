@@ -290,3 +290,26 @@ def test_check_summary_says_what_was_not_checked_and_where() -> None:
     # a scenario (a host) checks everything: nothing is listed as not checked
     assert not any(ln.startswith("not checked") for ln in
                    check_scope_text(make_config("tiny", {}).universe(), False, None, {}))
+
+
+def test_incomplete_check_names_the_proof_that_gives_a_verdict() -> None:
+    """A ``--host any`` run cut by a limit names the inductive proof of the same invariants
+    (with the run's overrides, faults and ablations), and that command runs as printed: on
+    the intact model it proves them; with a breaking ablation it does not say "proved"."""
+    import shlex
+
+    p = run("check", "--config", "tiny", "tds=1", "--max-states", "40", "-q")
+    assert p.returncode == 3, p.stderr
+    hint = [ln for ln in p.stdout.splitlines() if "for a verdict at every depth:" in ln]
+    assert len(hint) == 1, p.stdout
+    cmd = hint[0].split(": ", 1)[1].split(" (induction", 1)[0]
+    assert cmd == "tdxcheck prove --config tiny tds=1"
+    q = run(*shlex.split(cmd)[1:], "-q")
+    assert q.returncode == 0 and "all proved" in q.stdout, q.stdout + q.stderr
+    abl = "mng.key_freeid.wbinvd_done"
+    p = run("check", "--config", "tiny", "--max-states", "3", "--ablate", abl, "-q")
+    assert p.returncode == 3
+    assert f"tdxcheck prove --config tiny --ablate {abl} (induction" in p.stdout
+    # a run that finished, and a scenario run, print no such line
+    done = run("check", "--config", "tiny", "-q")
+    assert done.returncode == 0 and "for a verdict at every depth" not in done.stdout
