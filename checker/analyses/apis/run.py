@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tdxcheck.checker.explore.bfs import Limits, Packing
+from tdxcheck.checker.explore.bfs import Limits, Packing, canon_keyer
 from tdxcheck.checker.explore.engine import Violation
 from tdxcheck.checker.explore.programs import Config, counter_cells
 from tdxcheck.checker.explore.symmetry import Symmetry
@@ -215,6 +215,9 @@ def explore_variant(variant: Variant, config: Config, *, faults: bool = False,
     packing = Packing(host.bounds(), counter_cells(lay))
     pack, unpack = packing.pack, packing.unpack
     canon: Callable[[State], State] = Symmetry(lay).canonical if symmetry else (lambda s: s)
+    # the encoding of a successor's canonical state, without building that state (as the
+    # explorer does: ``Symmetry.canonical_key``, the same least state of the orbit)
+    keyer = canon_keyer(canon, packing)[0] if symmetry else None
     init = canon(host.initial())
     k0 = pack(init)
     seen: set[int] = {k0}
@@ -333,11 +336,12 @@ def explore_variant(variant: Variant, config: Config, *, faults: bool = False,
                 if len(met) >= _MET_MAX:  # only a cache: bounded memory
                     met.clear()
                 met.add(rk)
-            c = canon(n)
-            kn = pack(c)
+            kn = keyer(n)[0] if keyer is not None else pack(n)
             if kn in seen or kn in bad:
                 continue
-            sv = host.state_violations(c)
+            # the invariants do not depend on which object plays which part (else the
+            # symmetry would not be one), so the successor as it came is checked
+            sv = host.state_violations(n)
             if sv:
                 bad.add(kn)
                 broke(sv, d, i, eid)
