@@ -94,6 +94,33 @@ def test_which_variants_have_helpers_to_split() -> None:
                      "helpers": True}
 
 
+def test_the_explorer_agrees_with_the_reference_reading(runs) -> None:  # type: ignore[no-untyped-def]
+    """The interleaved run's states, found again one edge at a time through
+    ``ApiHost.transitions`` (no fused code, no symmetry), stopping where an invariant
+    breaks as the explorer does: the same count.  On the way: a vCPU that enters between
+    the HKID release's flush and its VPFLUSHDONE makes the module refuse the VPFLUSHDONE
+    (the helper stops; nothing breaks)."""
+    from collections import deque
+
+    h = runs["interleaved"].host
+    s0 = h.initial()
+    seen, q = {s0}, deque([s0])
+    refused = set()
+    while q:
+        s = q.popleft()
+        for eid, r in h.transitions(s):
+            if any(x.viol for x in r.recs):
+                continue
+            if eid >= h.n_start:
+                refused |= {(x.action.kind, status_name(x.status)) for x in r.recs
+                            if x.status}
+            if r.m not in seen and not h.state_violations(r.m):
+                seen.add(r.m)
+                q.append(r.m)
+    assert len(seen) == runs["interleaved"].states
+    assert ("TDH.MNG.VPFLUSHDONE", "TDX_FLUSHVP_NOT_DONE") in refused
+
+
 # ------------------------------------------------------------------ (c) the race
 def _race_shown(vr: VariantRun, path: list[int]) -> bool:
     """The path's last move is a later step of a helper, and a guest / vCPU thread move
