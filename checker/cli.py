@@ -1046,7 +1046,7 @@ def _apis_parser(sub: Any) -> None:
                    "vcpu_load, ...) step by step instead of atomically: between any two of "
                    "its steps the guest / vCPU thread may exit, accept a page or enter, so "
                    "races inside a helper show (the host makes no other call meanwhile; "
-                   "symmetry reduction off for variants with such helpers)")
+                   "symmetry reduction off for variants with such helpers; --credit stays atomic)")
     a.add_argument("-v", "--verbose", action="store_true",
                    help="each cell's finding and shortest trace")
     _json_quiet(a)

@@ -251,6 +251,9 @@ class ApiHost:
         as one move each.  Edges ``n_start``.. are the continuations, one per helper (and
         per fault it may fire at its next step); ``cont[j]`` lists helper j's.
 
+        With ``faults``, each step's move may fire a fault of its own (an atomic helper
+        meets at most one per call): the environment does not wait for a helper to end.
+
         These cells name pages, TDs and HKIDs (the helper's operands and locals), which
         the explorer's symmetry reduction does not rename: ``run.explore_variant`` turns
         symmetry off when ``extra`` is set."""
@@ -270,9 +273,9 @@ class ApiHost:
         self.thread_edges = [e for e in range(self.n_start) if self.thread[self.edges[e][0]]]
         self._thread_edge = frozenset(self.thread_edges)
         p = self.u.platform
-        self._cell_bounds = [len(self.bodies),
-                             max((len(self.moves[i].body.steps) for i in self.bodies),
-                                 default=1) - 1,  # type: ignore[union-attr]
+        steps = [len(b.steps) for i in self.bodies if (b := self.moves[i].body) is not None]
+        # which helper; its next step; the locals (pages, TDs, HKIDs, the destroy's cursor)
+        self._cell_bounds = [len(self.bodies), max(steps, default=1) - 1,
                              *[max(4 * self.u.n_pages, len(self.u.tds), p.hkids)] * N_LOCALS]
 
     def in_flight(self, s: State) -> bool:
