@@ -1050,6 +1050,12 @@ def _apis_parser(sub: Any) -> None:
     a.add_argument("--credit", action="store_true",
                    help="also turn the helpers variant's features off one at a time: which "
                    "feature removes which class")
+    a.add_argument("--interleave", action="store_true",
+                   help="run each combined helper (zap, reclaim, HKID release, destroy, "
+                   "vcpu_load, ...) step by step instead of atomically: between any two of "
+                   "its steps the guest / vCPU thread may exit, accept a page or enter, so "
+                   "races inside a helper show (the host makes no other call meanwhile; "
+                   "symmetry reduction off for variants with such helpers; --credit stays atomic)")
     a.add_argument("-v", "--verbose", action="store_true",
                    help="each cell's finding and shortest trace")
     _json_quiet(a)
@@ -1078,7 +1084,7 @@ def _cmd_apis(args: argparse.Namespace) -> int:
                   f"depth {int(d['depth'])}, {d['seconds']:.0f}s", file=sys.stderr, flush=True)
 
     res = run_apis(config, variants=variants, classes=classes, faults=args.faults,
-                   limits=limits, progress=show)
+                   limits=limits, interleave=args.interleave, progress=show)
     cr = None
     if args.credit:
         cr = feature_credit(config, faults=args.faults, classes=classes, limits=limits,

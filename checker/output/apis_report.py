@@ -104,7 +104,15 @@ def apis_text(res: ApisResult, details: bool = False) -> str:
     cfg = res.config
     head = (f"tdxcheck apis: config {cfg.describe()}"
             + (", module faults on" if res.faults else ""))
-    parts = [head, "", apis_table(res)]
+    parts = [head]
+    if res.interleave:
+        split = [r.variant.name for r in res.runs if r.interleaved]
+        parts.append("interleaved: each combined helper runs step by step, the guest / vCPU "
+                     "thread's moves between its steps (" + (
+                         "split in " + ", ".join(split) + "; symmetry reduction off there"
+                         if split else "no variant here has a helper of more than one step")
+                     + ")")
+    parts += ["", apis_table(res)]
     if details:
         parts += ["", apis_details(res)]
     return "\n".join(parts)
@@ -121,13 +129,14 @@ def _finding(f: Any) -> dict[str, Any] | None:
 def apis_json(res: ApisResult) -> dict[str, Any]:
     return {
         "faults": res.faults,
+        "interleave": res.interleave,
         "classes": [{"number": c.number, "id": c.id, "title": c.title} for c in res.classes],
         "variants": [{
             "name": r.variant.name, "title": r.variant.title, "source": r.variant.source,
             "features": sorted(r.variant.features), "signatures": r.variant.signatures(),
             "states": r.states, "transitions": r.transitions, "depth": r.depth,
             "seconds": r.seconds, "complete": r.complete, "limit": r.reason or None,
-            "counts": r.counts(),
+            "interleaved": r.interleaved, "symmetry": r.symmetry, "counts": r.counts(),
             "cells": [{"class": c.cls.id, "verdict": c.verdict, "note": c.note or None,
                        "summary": _cell(c), "finding": _finding(c.worst),
                        "found": {k: _finding(v) for k, v in sorted(c.found.items())},

@@ -5,8 +5,11 @@ actions the API leaves to its caller (page allocation, free and clear, the HKID 
 the guest's own steps (a vCPU exits, accepts a page).  Every invariant is checked, the
 host's obligations included (as for a scenario file).  An entry's body is a list of model
 actions (the steps of ``model/``, run by the one ``Engine``) with its on-failure policy
-written out in Python (return, retry once after a kick, continue); a combined helper's body
-runs atomically.
+(return, retry once after a kick, continue), written once as a small state machine
+(``Body``).  A combined helper's body runs atomically by default; with ``interleave``
+(``tdxcheck apis --interleave``) it runs one step per move, and between two steps only the
+guest / vCPU thread moves (a vCPU exits, accepts a page, enters) may run, so races inside a
+helper show (``ApiHost._interleave``).
 
 Operand domains come from the variant's C types (``variants.py``).  Two choices keep the
 state space the caller's, not the caller's scratch variables':
@@ -21,7 +24,8 @@ state space the caller's, not the caller's scratch variables':
   nothing a run could observe.
 
 The state is the model's state alone (no cells of the host's own), so the explorer's
-symmetry reduction applies unchanged.
+symmetry reduction applies unchanged; an interleaved run adds the helper-in-flight cells
+after the model's and runs without the symmetry reduction.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ NULL = 0
 #: a page address read as an HKID: no KeyID the module has (beyond every configuration's
 #: KeyID range, whose maximum is 256 HKIDs; the value stands for any such address)
 PA_AS_HKID = 512
+#: the locals a helper body keeps between its steps (``Body``, ``Run.loc``)
+N_LOCALS = 2
 
 _LC, _OS, _VS = TdLifecycle, OpState, VcpuState
 _MODULE_OWNED = (PageType.PT_REG, PageType.PT_TDR, PageType.PT_TDCX, PageType.PT_TDVPR,
@@ -82,7 +88,7 @@ class Move:
     entry: str  # the C entry: a wrapper, a helper, a host or guest action
     label: str  # the entry with its operands
     action: Action | None = None  # a move that is one model action
-    body: Callable[[Run], None] | None = None  # a move of several actions (a helper)
+    body: Body | None = None  # a move of several actions (a helper)
     guard: Expr | None = None  # the move exists only where this holds
     marks: frozenset[str] = frozenset()  # "swap", "caller_clflush"
     via_handle: bool = False  # through a live sealed handle (never a stale one)
@@ -111,6 +117,8 @@ class Run:
     fault: str | None = None
     fired: bool = False
     recs: list[Rec] = field(default_factory=list)
+    #: a helper body's locals (``Body``): what a later step needs of an earlier one
+    loc: list[int] = field(default_factory=lambda: [0] * N_LOCALS)
 
     def get(self, name: str, *idx: int) -> int:
         return self.m[self.host.lay.flat(name, idx)]
@@ -172,7 +180,7 @@ class ApiHost:
     each fault it may fire."""
 
     def __init__(self, variant: Variant, u: Universe, faults: bool = False,
-                 classes: Sequence[Any] = ()) -> None:
+                 classes: Sequence[Any] = (), interleave: bool = False) -> None:
         from tdxcheck.checker.explore.programs import AnyHost
         from tdxcheck.properties import INVARIANTS
 
@@ -221,10 +229,77 @@ class ApiHost:
                 continue
             self.edges.append((i, None))
             if faults:
-                names: list[str] = []
-                for leaf in mv.leaves:
-                    names += [f for f in self.leaf_faults.get(leaf, ()) if f not in names]
-                self.edges += [(i, f) for f in names]
+                self.edges += [(i, f) for f in self._body_faults(mv)]
+        self.n_start = len(self.edges)
+        self._interleave(interleave)
+
+    def _body_faults(self, mv: Move) -> list[str]:
+        names: list[str] = []
+        if self.faults:
+            for leaf in mv.leaves:
+                names += [f for f in self.leaf_faults.get(leaf, ()) if f not in names]
+        return names
+
+    # ------------------------------------------------------------------ interleaving
+    def _interleave(self, on: bool) -> None:
+        """With ``on``, each host helper whose body has more than one step runs one step
+        per move, and between two steps only the guest / vCPU thread moves (``thread``)
+        may run: the host is one thread, busy in its helper.  The helper in flight is
+        state: ``extra`` cells after the model's (``N``): which helper (0: none; else 1 +
+        its index in ``bodies``), the step to resume at, and the body's locals.  A vCPU
+        thread's own moves (a guest step, ``tdh_vp_enter`` with its ``vcpu_load``) run
+        as one move each.  Edges ``n_start``.. are the continuations, one per helper (and
+        per fault it may fire at its next step); ``cont[j]`` lists helper j's.
+
+        With ``faults``, each step's move may fire a fault of its own (an atomic helper
+        meets at most one per call): the environment does not wait for a helper to end.
+
+        These cells name pages, TDs and HKIDs (the helper's operands and locals), which
+        the explorer's symmetry reduction does not rename: ``run.explore_variant`` turns
+        symmetry off when ``extra`` is set."""
+        self.N = self.lay.size
+        self.thread = [mv.guest or mv.entry == "tdh_vp_enter" for mv in self.moves]
+        self.bodies = [i for i, mv in enumerate(self.moves) if on and mv.body is not None
+                       and len(mv.body.steps) > 1 and not self.thread[i]]
+        self.extra = 2 + N_LOCALS if self.bodies else 0
+        self._body_no = {i: j for j, i in enumerate(self.bodies)}
+        self.cont: list[list[int]] = []
+        for i in self.bodies:
+            eids = []
+            for f in [None, *self._body_faults(self.moves[i])]:
+                eids.append(len(self.edges))
+                self.edges.append((i, f))
+            self.cont.append(eids)
+        self.thread_edges = [e for e in range(self.n_start) if self.thread[self.edges[e][0]]]
+        self._thread_edge = frozenset(self.thread_edges)
+        p = self.u.platform
+        steps = [len(b.steps) for i in self.bodies if (b := self.moves[i].body) is not None]
+        # which helper; its next step; the locals (pages, TDs, HKIDs, the destroy's cursor)
+        self._cell_bounds = [len(self.bodies), max(steps, default=1) - 1,
+                             *[max(4 * self.u.n_pages, len(self.u.tds), p.hkids)] * N_LOCALS]
+
+    def in_flight(self, s: State) -> bool:
+        """A host helper is between two of its steps in ``s``."""
+        return bool(self.extra) and s[self.N] != 0
+
+    def host_may(self, s: State, eid: int) -> bool:
+        """Edge ``eid`` (a start or one-action move) may run in ``s``: no helper in
+        flight, or a move of the guest / vCPU thread."""
+        return not self.in_flight(s) or eid in self._thread_edge
+
+    def slow_edges(self, s: State) -> Sequence[int]:
+        """The edges from ``s`` that ``fused_successors`` does not run: the helpers'
+        starts; with a helper in flight, its continuations and the thread's moves."""
+        if self.in_flight(s):
+            return self.thread_edges + self.cont[s[self.N] - 1]
+        return range(self.n_fused, self.n_start)
+
+    def counter_cells(self) -> list[int]:
+        """The cells the packing checks against their bounds: the model's counters and the
+        helper-in-flight cells (a bound too small must fail, not alias two states)."""
+        from tdxcheck.checker.explore.programs import counter_cells
+
+        return counter_cells(self.lay) + list(range(self.N, self.N + self.extra))
 
     # ------------------------------------------------------------------ helpers
     def act(self, kind: str, cpu: int = 0, clflush: tuple[int, ...] = (), step: str = "",
@@ -256,7 +331,7 @@ class ApiHost:
 
     # ------------------------------------------------------------------ running
     def initial(self) -> State:
-        return self.engine.initial()
+        return self.engine.initial() + (0,) * self.extra
 
     def fused_successors(self, s: State) -> tuple[list[tuple[int, int | None, State,
                                                              list[Violation]]], int]:
@@ -264,6 +339,8 @@ class ApiHost:
         step invariant or make a mistake the module accepts (``class:<id>`` among the
         violations), and how many transitions there were in all.  A mistake the module
         refuses is not reported here (``refusals`` finds those)."""
+        if self.in_flight(s):
+            return [], 0  # the host is busy in a helper: ``slow_edges`` has the thread's
         out, loops = self.fused._fused(s)
         return out, loops + len(out)
 
@@ -285,9 +362,21 @@ class ApiHost:
     def run_edge(self, s: State, eid: int) -> Run | None:
         """Edge ``eid`` from ``s``: the finished move, or None if it cannot happen."""
         i, fault = self.edges[eid]
-        g = self._guards[i]
-        if g is not None and g(s) >= 0:
-            return None
+        j = -1  # the helper in flight this move starts or goes on with (-1: atomic)
+        if self.extra:
+            busy = s[self.N]
+            if eid >= self.n_start:  # a continuation: of the helper in flight only
+                if busy != self._body_no[i] + 1:
+                    return None
+                j = busy - 1
+            elif busy and not self.thread[i]:
+                return None  # the host is in a helper
+            else:
+                j = self._body_no.get(i, -1)
+        if eid < self.n_start:  # a helper's guard is its start's (its first step's)
+            g = self._guards[i]
+            if g is not None and g(s) >= 0:
+                return None
         mv = self.moves[i]
         run = Run(self, s, fault if isinstance(fault, str) else None)
         try:
@@ -299,11 +388,23 @@ class ApiHost:
                 if status == NOT_ENABLED:
                     return None
                 run._record(a, status if a.kind in LEAVES else None, where, n)
-            else:
+            elif j < 0:
                 assert mv.body is not None
                 mv.body(run)
                 if fault is not None and not run.fired:
                     return None
+            else:  # one step of a helper (its first, or the one the state says)
+                assert mv.body is not None
+                N = self.N
+                k = 0
+                if eid >= self.n_start:
+                    k = s[N + 1]
+                    run.loc[:] = s[N + 2:N + 2 + N_LOCALS]
+                nk = mv.body.advance(run, k)
+                if fault is not None and not run.fired:
+                    return None
+                run.m = run.m[:N] + ((0,) * self.extra if nk is None else
+                                     (j + 1, nk, *run.loc))
         except Disabled:
             return None
         return run
@@ -317,7 +418,7 @@ class ApiHost:
                 yield eid, r
 
     def state_violations(self, s: State) -> list[Violation]:
-        return self.engine.state_violations(s)
+        return self.engine.state_violations(s[:self.N] if self.extra else s)
 
     def label(self, eid: int) -> str:
         i, fault = self.edges[eid]
@@ -325,11 +426,14 @@ class ApiHost:
             a = self.moves[i].action
             assert a is not None
             fault = self.engine.compiled(a).rule.faults[fault].name
-        return self.moves[i].label + (f" [fault {fault}]" if fault else "")
+        step = " [next step]" if eid >= self.n_start else (
+            " [first step]" if i in self._body_no else "")
+        return self.moves[i].label + step + (f" [fault {fault}]" if fault else "")
 
     def bounds(self) -> list[int]:
         lay = self.lay
-        return [lay.value_bound(lay.field_of(i)) for i in range(lay.size)]
+        return [lay.value_bound(lay.field_of(i)) for i in range(lay.size)] + \
+            self._cell_bounds[:self.extra]
 
     # ------------------------------------------------------------------ writability
     def writable(self, s: State, a: Action) -> bool:
@@ -849,167 +953,291 @@ def _describe(a: Action, u: Universe, entry: str) -> str:
 
 
 # ---------------------------------------------------------------------- helper bodies
-def _create_body(h: ApiHost, a: Action, page: int | None, hkid: int | None
-                 ) -> Callable[[Run], None]:
+#: a step of a helper's body: runs its model action(s) on the move in progress and returns
+#: the step to go on with (None: the body is done)
+Step = Callable[[Run], "int | None"]
+
+
+@dataclass(frozen=True)
+class Body:
+    """A combined helper's body, written once as a small state machine: step k runs its
+    model action(s) (a SEAMCALL, a host action, a kick) and, from the statuses it saw,
+    returns the next step (None: return).  What a later step needs of an earlier one (a
+    page read before the REMOVE, the HKID before the FREEID, a loop's cursor) lives in
+    ``Run.loc``: ``N_LOCALS`` bounded ints.
+
+    Atomic (the default) runs every step in one move (``__call__``).  Interleaved
+    (``ApiHost(interleave=True)``) runs one step per move (``advance``) and keeps the step
+    to resume at and the locals in the state, so a guest or vCPU move may come between
+    two steps."""
+
+    steps: tuple[Step, ...]
+
+    def __call__(self, r: Run) -> None:
+        k: int | None = 0
+        while k is not None:
+            k = self.steps[k](r)
+
+    def advance(self, r: Run, k: int) -> int | None:
+        """From step ``k``, up to and including the first step that runs a model action
+        (a step that decides only where to go runs on); the step to resume at."""
+        n = len(r.recs)
+        nk: int | None = k
+        while nk is not None:
+            nk = self.steps[nk](r)
+            if len(r.recs) > n:
+                break
+        return nk
+
+
+def _create_body(h: ApiHost, a: Action, page: int | None, hkid: int | None) -> Body:
     """Allocate what the API owns (the HKID, the TDR page), create; undo on failure
     (``__tdx_td_init``'s error path)."""
-    def body(r: Run) -> None:
+    def alloc_hkid(r: Run) -> int | None:
         if hkid is not None:
             r.host_step(h.act("hkid_alloc", hkid=hkid))
+        return 1
+
+    def alloc_page(r: Run) -> int | None:
         if page is not None:
             r.host_step(h.act("page_alloc", page=page))
-        if r.call(a):
-            if page is not None:
-                r.host_step(h.act("page_free", page=page))
-            if hkid is not None:
-                r.host_step(h.act("hkid_free", hkid=hkid))
-    return body
+        return 2
 
+    def create(r: Run) -> int | None:
+        return 3 if r.call(a) else None
 
-def _alloc_body(h: ApiHost, a: Action, page: int) -> Callable[[Run], None]:
-    """``tdx_alloc_control_page`` + the wrapper: allocate, hand over, free on failure."""
-    def body(r: Run) -> None:
-        r.host_step(h.act("page_alloc", page=page))
-        if r.call(a):
+    def free_page(r: Run) -> int | None:
+        if page is not None:
             r.host_step(h.act("page_free", page=page))
-    return body
+        return 4
+
+    def free_hkid(r: Run) -> int | None:
+        if hkid is not None:
+            r.host_step(h.act("hkid_free", hkid=hkid))
+        return None
+    return Body((alloc_hkid, alloc_page, create, free_page, free_hkid))
 
 
-def _load_body(h: ApiHost, a: Action, tdvpr: int, cpu: int) -> Callable[[Run], None]:
+def _alloc_body(h: ApiHost, a: Action, page: int) -> Body:
+    """``tdx_alloc_control_page`` + the wrapper: allocate, hand over, free on failure."""
+    def alloc(r: Run) -> int | None:
+        r.host_step(h.act("page_alloc", page=page))
+        return 1
+
+    def hand_over(r: Run) -> int | None:
+        return 2 if r.call(a) else None
+
+    def free(r: Run) -> int | None:
+        r.host_step(h.act("page_free", page=page))
+        return None
+    return Body((alloc, hand_over, free))
+
+
+def _load_body(h: ApiHost, a: Action, tdvpr: int, cpu: int) -> Body:
     """``tdx_vcpu_load``: a vCPU associated with another CPU is flushed there first."""
-    def body(r: Run) -> None:
+    def flush(r: Run) -> int | None:
         if r.get("pt", tdvpr) == PageType.PT_TDVPR:
             assoc = r.get("assoc", r.get("vpslot", tdvpr))
             if assoc and assoc != cpu + 1 and r.call(
                     h.act("TDH.VP.FLUSH", cpu=assoc - 1, tdvpr=tdvpr, step="tdh_vp_flush")):
-                return
+                return None
+        return 1
+
+    def call(r: Run) -> int | None:
         r.call(a)
-    return body
+        return None
+    return Body((flush, call))
 
 
-def _flush_body(h: ApiHost, tdvpr: int) -> Callable[[Run], None]:
+def _flush_body(h: ApiHost, tdvpr: int) -> Body:
     """``tdx_flush_vp_on_cpu``: flush on the CPU the vCPU is associated with (none: no
     call)."""
-    def body(r: Run) -> None:
+    def flush(r: Run) -> int | None:
         assoc = r.get("assoc", r.get("vpslot", tdvpr)) if \
             r.get("pt", tdvpr) == PageType.PT_TDVPR else 0
         if not assoc:
             raise Disabled
         r.call(h.act("TDH.VP.FLUSH", cpu=assoc - 1, tdvpr=tdvpr, step="tdh_vp_flush"))
-    return body
+        return None
+    return Body((flush,))
 
 
-def _zap_body(h: ApiHost, tdr: int, gpa: int) -> Callable[[Run], None]:
+def _zap_body(h: ApiHost, tdr: int, gpa: int) -> Body:
     """``tdx_sept_remove_private_spte`` as one call: BLOCK, TRACK (a BUSY: kick, retry
     once), kick, REMOVE, WBINVD with the TD's HKID, clear, free; stop at a failure (the
-    page stays with the module or the API: KVM's TDX_BUG_ON leak)."""
+    page stays with the module or the API: KVM's TDX_BUG_ON leak).  Locals: the TD, and
+    the page the entry maps (read before the BLOCK: the REMOVE unmaps it)."""
     from tdxcheck.model.status import Status, status_class
 
     busy = int(Status.TDX_OPERAND_BUSY)
+    track = h.act("TDH.MEM.TRACK", tdr=tdr, step="tdh_mem_track")
+    block = h.act("TDH.MEM.RANGE.BLOCK", tdr=tdr, gpa=gpa, level=0, step="tdh_mem_range_block")
 
-    def body(r: Run) -> None:
+    def block_(r: Run) -> int | None:
         if r.get("pt", tdr) != PageType.PT_TDR:
-            r.call(h.act("TDH.MEM.RANGE.BLOCK", tdr=tdr, gpa=gpa, level=0,
-                         step="tdh_mem_range_block"))
-            return
+            r.call(block)
+            return None
         t = r.get("owner", tdr)
-        e = h.u.entry(gpa, 0)
-        page = r.get("sept_page", t, e)
-        if r.call(h.act("TDH.MEM.RANGE.BLOCK", tdr=tdr, gpa=gpa, level=0,
-                        step="tdh_mem_range_block")):
-            return
-        track = h.act("TDH.MEM.TRACK", tdr=tdr, step="tdh_mem_track")
+        r.loc[:] = [t, r.get("sept_page", t, h.u.entry(gpa, 0))]
+        return None if r.call(block) else 1
+
+    def track_(r: Run) -> int | None:
         st = r.call(track)
         if st and status_class(st) == busy:
-            r.kick(t)
-            st = r.call(track)
-        if st:
-            return
-        r.kick(t)
-        if r.call(h.act("TDH.MEM.PAGE.REMOVE", tdr=tdr, gpa=gpa, level=0,
-                        step="tdh_mem_page_remove")):
-            return
-        if r.call(h.act("TDH.PHYMEM.PAGE.WBINVD", page=page, keyid=r.get("hkid", t),
-                        step="tdh_phymem_page_wbinvd_hkid")):
-            return
-        r.host_step(h.act("clear_page", page=page))
-        r.host_step(h.act("page_free", page=page))
-    return body
+            return 2
+        return None if st else 4
+
+    def kick_retry(r: Run) -> int | None:
+        r.kick(r.loc[0])
+        return 3
+
+    def retrack(r: Run) -> int | None:
+        return None if r.call(track) else 4
+
+    def kick(r: Run) -> int | None:
+        r.kick(r.loc[0])
+        return 5
+
+    def remove(r: Run) -> int | None:
+        return None if r.call(h.act("TDH.MEM.PAGE.REMOVE", tdr=tdr, gpa=gpa, level=0,
+                                    step="tdh_mem_page_remove")) else 6
+
+    def wbinvd(r: Run) -> int | None:
+        return None if r.call(h.act("TDH.PHYMEM.PAGE.WBINVD", page=r.loc[1],
+                                    keyid=r.get("hkid", r.loc[0]),
+                                    step="tdh_phymem_page_wbinvd_hkid")) else 7
+
+    def clear(r: Run) -> int | None:
+        r.host_step(h.act("clear_page", page=r.loc[1]))
+        return 8
+
+    def free(r: Run) -> int | None:
+        r.host_step(h.act("page_free", page=r.loc[1]))
+        return None
+    return Body((block_, track_, kick_retry, retrack, kick, remove, wbinvd, clear, free))
 
 
-def _release_body(h: ApiHost, tdr: int) -> Callable[[Run], None]:
+def _release_body(h: ApiHost, tdr: int) -> Body:
     """``tdx_mmu_release_hkid`` as one call: kick and flush every vCPU on its CPU,
     VPFLUSHDONE, CACHE.WB on a CPU of every package (an interrupted one resumed once),
-    FREEID, and the HKID back to the pool; stop at a failure (KVM leaks the HKID)."""
+    FREEID, and the HKID back to the pool; stop at a failure (KVM leaks the HKID).  Locals:
+    the TD and its HKID (read before the FREEID frees it)."""
     from tdxcheck.model.status import Status
 
     intr = int(Status.TDX_INTERRUPTED_RESUMABLE)
     p = h.u.platform
+    nv = len(h.u.vps)
+    done = 1 + nv  # the VPFLUSHDONE step; then two steps per package, FREEID, the pool
+    freeid = done + 1 + 2 * p.packages
 
-    def body(r: Run) -> None:
-        if r.get("pt", tdr) == PageType.PT_TDR:
-            t = r.get("owner", tdr)
-            hk = r.get("hkid", t)
-            r.kick(t)
-            for v in range(len(h.u.vps)):
-                page = r.get("tdvpr", v)
-                if page and r.get("owner", page) == t and r.get("assoc", v):
-                    r.call(h.act("TDH.VP.FLUSH", cpu=r.get("assoc", v) - 1, tdvpr=page,
-                                 step="tdh_vp_flush"))
-        else:
-            hk = 0
-        if r.call(h.act("TDH.MNG.VPFLUSHDONE", tdr=tdr, step="tdh_mng_vpflushdone")):
-            return
-        for pkg in range(p.packages):
-            cpu = pkg * p.cpus_per_package
-            st = r.call(h.act("TDH.PHYMEM.CACHE.WB", cpu=cpu, resume=0,
+    def kick(r: Run) -> int | None:
+        if r.get("pt", tdr) != PageType.PT_TDR:
+            r.loc[:] = [0, 0]
+            return done
+        t = r.get("owner", tdr)
+        r.loc[:] = [t, r.get("hkid", t)]
+        r.kick(t)
+        return 1
+
+    def flush(v: int) -> Step:
+        def step(r: Run) -> int | None:
+            page = r.get("tdvpr", v)
+            if page and r.get("owner", page) == r.loc[0] and r.get("assoc", v):
+                r.call(h.act("TDH.VP.FLUSH", cpu=r.get("assoc", v) - 1, tdvpr=page,
+                             step="tdh_vp_flush"))
+            return v + 2
+        return step
+
+    def vpflushdone(r: Run) -> int | None:
+        return None if r.call(h.act("TDH.MNG.VPFLUSHDONE", tdr=tdr,
+                                    step="tdh_mng_vpflushdone")) else done + 1
+
+    def cache_wb(pkg: int, resume: int) -> Step:
+        cpu = pkg * p.cpus_per_package
+        nxt = done + 1 + 2 * (pkg + 1)
+
+        def step(r: Run) -> int | None:
+            st = r.call(h.act("TDH.PHYMEM.CACHE.WB", cpu=cpu, resume=resume,
                               step="tdh_phymem_cache_wb"))
-            if st == intr:
-                st = r.call(h.act("TDH.PHYMEM.CACHE.WB", cpu=cpu, resume=1,
-                                  step="tdh_phymem_cache_wb"))
-            if st:
-                return
-        if r.call(h.act("TDH.MNG.KEY.FREEID", tdr=tdr, step="tdh_mng_key_freeid")):
-            return
-        r.host_step(h.act("hkid_free", hkid=hk))
-    return body
+            if st == intr and not resume:
+                return nxt - 1
+            return None if st else nxt
+        return step
+
+    def key_freeid(r: Run) -> int | None:
+        return None if r.call(h.act("TDH.MNG.KEY.FREEID", tdr=tdr,
+                                    step="tdh_mng_key_freeid")) else freeid + 1
+
+    def hkid_free(r: Run) -> int | None:
+        r.host_step(h.act("hkid_free", hkid=r.loc[1]))
+        return None
+    steps: list[Step] = [kick, *(flush(v) for v in range(nv)), vpflushdone]
+    for pkg in range(p.packages):
+        steps += [cache_wb(pkg, 0), cache_wb(pkg, 1)]
+    return Body((*steps, key_freeid, hkid_free))
 
 
-def _reclaim_body(h: ApiHost, page: int, clear_free: bool) -> Callable[[Run], None]:
+def _reclaim_steps(h: ApiHost, base: int, page_of: Callable[[Run], int], clear_free: bool,
+                   then: Callable[[Run], int | None]) -> list[Step]:
+    """``tdx_reclaim_page`` as steps ``base``..``base``+3: RECLAIM; a TDR's global-KeyID
+    lines written back; then clear and free (``clear_free``); stop at a failure (the page
+    leaks); else go on with ``then``.  Local 1: whether the page was a TDR."""
+    def reclaim(r: Run) -> int | None:
+        page = page_of(r)
+        r.loc[1] = int(r.get("pt", page) == PageType.PT_TDR)
+        if r.call(h.act("TDH.PHYMEM.PAGE.RECLAIM", page=page, step="tdh_phymem_page_reclaim")):
+            return None
+        return base + 1 if clear_free else then(r)
+
+    def wbinvd(r: Run) -> int | None:
+        if r.loc[1] and r.call(h.act("TDH.PHYMEM.PAGE.WBINVD", page=page_of(r),
+                                     keyid=h.u.platform.global_keyid,
+                                     step="tdh_phymem_page_wbinvd_tdr")):
+            return None
+        return base + 2
+
+    def clear(r: Run) -> int | None:
+        r.host_step(h.act("clear_page", page=page_of(r)))
+        return base + 3
+
+    def free(r: Run) -> int | None:
+        r.host_step(h.act("page_free", page=page_of(r)))
+        return then(r)
+    return [reclaim, wbinvd, clear, free]
+
+
+def _reclaim_body(h: ApiHost, page: int, clear_free: bool) -> Body:
     """``tdx_reclaim_page``: RECLAIM; a TDR's global-KeyID lines written back; then clear
     and free (``clear_free``); stop at a failure (the page leaks)."""
-    def body(r: Run) -> None:
-        _reclaim_one(h, r, page, clear_free)
-    return body
-
-
-def _reclaim_one(h: ApiHost, r: Run, page: int, clear_free: bool) -> bool:
-    was_tdr = r.get("pt", page) == PageType.PT_TDR
-    if r.call(h.act("TDH.PHYMEM.PAGE.RECLAIM", page=page, step="tdh_phymem_page_reclaim")):
-        return False
-    if not clear_free:
-        return True
-    if was_tdr and r.call(h.act("TDH.PHYMEM.PAGE.WBINVD", page=page,
-                                keyid=h.u.platform.global_keyid,
-                                step="tdh_phymem_page_wbinvd_tdr")):
-        return False
-    r.host_step(h.act("clear_page", page=page))
-    r.host_step(h.act("page_free", page=page))
-    return True
+    return Body(tuple(_reclaim_steps(h, 0, lambda r: page, clear_free, lambda r: None)))
 
 
 _ORDER = (PageType.PT_REG, PageType.PT_EPT, PageType.PT_TDCX, PageType.PT_TDVPR)
 
 
-def _destroy_body(h: ApiHost, t: int, tdr: int, helper: bool) -> Callable[[Run], None]:
+def _destroy_body(h: ApiHost, t: int, tdr: int, helper: bool) -> Body:
     """``tdx_td_destroy``: every page the TD owns reclaimed (guest pages, S-EPT pages, the
     vCPUs' and the TD's control pages), the TDR last; with ``helper`` each page also
-    written back (the TDR under the global KeyID), cleared and freed."""
-    def body(r: Run) -> None:
-        for pt in _ORDER:
-            for q in range(1, h.u.n_pages):
-                if r.get("pt", q) == pt and r.get("owner", q) == t and \
-                        not _reclaim_one(h, r, q, helper):
-                    return
-        _reclaim_one(h, r, tdr, helper)
-    return body
+    written back (the TDR under the global KeyID), cleared and freed.  Local 0: the loop's
+    cursor, a position in (type in ``_ORDER``) x (page), the TDR after the last."""
+    seq = [(pt, q) for pt in _ORDER for q in range(1, h.u.n_pages)]
+    last = len(seq)
+
+    def scan(r: Run) -> int | None:
+        pos = r.loc[0]
+        while pos < last and not (r.get("pt", seq[pos][1]) == seq[pos][0]
+                                  and r.get("owner", seq[pos][1]) == t):
+            pos += 1
+        r.loc[0] = pos
+        return steps[1](r)  # the scan is no move of its own: straight on to the RECLAIM
+
+    def page_of(r: Run) -> int:
+        return tdr if r.loc[0] == last else seq[r.loc[0]][1]
+
+    def then(r: Run) -> int | None:
+        if r.loc[0] == last:
+            return None
+        r.loc[0] += 1
+        return 0
+    steps = [scan, *_reclaim_steps(h, 1, page_of, helper, then)]
+    return Body(tuple(steps))

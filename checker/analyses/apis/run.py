@@ -31,7 +31,7 @@ from typing import Any
 
 from tdxcheck.checker.explore.bfs import Limits, Packing, canon_keyer
 from tdxcheck.checker.explore.engine import Violation
-from tdxcheck.checker.explore.programs import Config, counter_cells
+from tdxcheck.checker.explore.programs import Config
 from tdxcheck.checker.explore.symmetry import Symmetry
 from tdxcheck.model.actions import Action
 from tdxcheck.model.compile import NOT_ENABLED, compile_functions, new_gen, predicate_source
@@ -117,6 +117,11 @@ class VariantRun:
     #: ``properties/witnesses.py`` goals: the depth each was first reached at (None: never);
     #: an API that cannot reach them proves nothing about those paths
     witnesses: dict[str, int | None] = field(default_factory=dict)
+    #: the helpers ran step by step against the guest / vCPU thread (``--interleave``;
+    #: False where the API has no helper of more than one step), and whether the
+    #: symmetry reduction was on (off for an interleaved run: ``ApiHost._interleave``)
+    interleaved: bool = False
+    symmetry: bool = True
 
     def cell(self, cls_id: str) -> Cell:
         return next(c for c in self.cells if c.cls.id == cls_id)
@@ -134,6 +139,7 @@ class ApisResult:
     faults: bool
     runs: list[VariantRun]
     classes: list[MisuseClass]
+    interleave: bool = False  # asked for (a run says whether it had helpers to split)
 
 
 # ---------------------------------------------------------------------- classifying
@@ -203,16 +209,21 @@ def _outcome(host: ApiHost, c: MisuseClass, r: Rec) -> tuple[str, str, str, str,
 # ---------------------------------------------------------------------- exploring
 def explore_variant(variant: Variant, config: Config, *, faults: bool = False,
                     classes: Sequence[MisuseClass] = CLASSES, limits: Limits | None = None,
-                    symmetry: bool = True,
+                    symmetry: bool = True, interleave: bool = False,
                     progress: Callable[[dict[str, float]], None] | None = None) -> VariantRun:
-    """Explore ``variant``'s most general client on ``config`` and classify ``classes``."""
+    """Explore ``variant``'s most general client on ``config`` and classify ``classes``.
+    With ``interleave``, each helper of more than one step runs step by step, a guest or
+    vCPU move between any two (``ApiHost._interleave``); the run is then without the
+    symmetry reduction, which does not rename the helper-in-flight cells."""
     t0 = time.monotonic()
     limits = limits or Limits()
     u = config.universe()
-    host = ApiHost(variant, u, faults=faults, classes=classes)
+    host = ApiHost(variant, u, faults=faults, classes=classes, interleave=interleave)
+    if host.extra:
+        symmetry = False
     clf = _Classifier(host, classes)
     lay = host.lay
-    packing = Packing(host.bounds(), counter_cells(lay))
+    packing = Packing(host.bounds(), host.counter_cells())
     pack, unpack = packing.pack, packing.unpack
     canon: Callable[[State], State] = Symmetry(lay).canonical if symmetry else (lambda s: s)
     # the encoding of a successor's canonical state, without building that state (as the
@@ -252,7 +263,6 @@ def explore_variant(variant: Variant, config: Config, *, faults: bool = False,
     cid = {f"class:{c.id}": ci for ci, c in enumerate(classes)}
     keys = [k0]  # the stored states' keys, in breadth-first order
     met: set[int] = set()  # successors already canonicalised (their keys as they came)
-    n_fused, n_edges = host.n_fused, len(host.edges)
 
     def record(ci: int, eid: int, status: int | None, s: State, n: State,
                viol: Sequence[Violation], d: int, i: int, rec: Rec | None = None) -> None:
@@ -314,7 +324,7 @@ def explore_variant(variant: Variant, config: Config, *, faults: bool = False,
                                                         if not x.invariant.startswith("class:")],
                                 d, i)
             moves.append((eid, n, real))
-        for eid in range(n_fused, n_edges):
+        for eid in host.slow_edges(s):
             run = host.run_edge(s, eid)
             if run is None:
                 continue
@@ -377,7 +387,7 @@ def explore_variant(variant: Variant, config: Config, *, faults: bool = False,
             sj = unpack(kj)
             for ci in sorted(todo):
                 for eid, guard, fn, cf in cands.get(ci, ()):
-                    if guard is not None and guard(sj) >= 0:
+                    if guard is not None and guard(sj) >= 0 or not host.host_may(sj, eid):
                         continue
                     if cf(sj) < 0:
                         continue
@@ -422,7 +432,8 @@ def explore_variant(variant: Variant, config: Config, *, faults: bool = False,
         cells.append(Cell(c, best, note, dict(f)))
     wit = _witnesses(host, faults, [unpack(k) for k in keys], depth_of)
     vr = VariantRun(variant, config, faults, cells, states, transitions, depth,
-                    round(time.monotonic() - t0, 2), complete, reason, host, violations, wit)
+                    round(time.monotonic() - t0, 2), complete, reason, host, violations, wit,
+                    interleaved=bool(host.extra), symmetry=symmetry)
     vr._parent, vr._via, vr._canon = parent, via, canon  # type: ignore[attr-defined]
     for cell in vr.cells:
         w = cell.worst
@@ -503,12 +514,13 @@ def _outcomes(run: Run) -> list[tuple[str, int | None, int]]:
 
 def run_apis(config: Config, *, variants: Sequence[Variant] = VARIANTS,
              classes: Sequence[MisuseClass] = CLASSES, faults: bool = False,
-             limits: Limits | None = None,
+             limits: Limits | None = None, interleave: bool = False,
              progress: Callable[[str, dict[str, float]], None] | None = None) -> ApisResult:
-    """Every variant (or those given) on ``config``: one ``VariantRun`` each."""
+    """Every variant (or those given) on ``config``: one ``VariantRun`` each (``interleave``:
+    helpers step by step against the guest, ``explore_variant``)."""
     runs = []
     for v in variants:
         cb = (lambda d, v=v: progress(v.name, d)) if progress is not None else None
         runs.append(explore_variant(v, config, faults=faults, classes=classes,
-                                    limits=limits, progress=cb))
-    return ApisResult(config, faults, runs, list(classes))
+                                    limits=limits, interleave=interleave, progress=cb))
+    return ApisResult(config, faults, runs, list(classes), interleave)

@@ -6,7 +6,10 @@ one a ``tdh_mng_create``/``tdh_vp_create`` line named, else the untyped ``seamca
 (a page of the wrong type, the NULL page, a page address as an HKID).  The file says
 ``wrapper_clflush=0`` and writes every CLFLUSH, the wrapper's or the caller's, as its own
 ``clflush`` line, so a hand-over without one replays as it ran.  Each SEAMCALL carries the
-status it returned as its expectation, and a fault that fired its ``fault=``.
+status it returned as its expectation, and a fault that fired its ``fault=``.  In an
+interleaved run (``--interleave``) a helper's steps are moves of their own, with the guest's
+or a vCPU thread's moves between them: each move's lines follow a comment naming it (the
+helper, and whether this is its first or a later step), so the split shows in the file.
 """
 
 from __future__ import annotations
@@ -41,7 +44,10 @@ def cell_tdx(vr: VariantRun, cell: Cell) -> str:
              (f"# {len(cell.path)} move(s), breadth-first (shortest); replay: tdxcheck "
               "replay THIS_FILE"),
              config_line(replace(host.u.platform, wrapper_clflush=0))]
-    for _eid, run in concrete_run(vr, cell.path):
+    for k, (eid, run) in enumerate(concrete_run(vr, cell.path), 1):
+        if vr.interleaved:
+            who = " (guest / vCPU thread)" if host.thread[host.edges[eid][0]] else ""
+            lines.append(f"# move {k}{who}: {host.label(eid)}")
         for rec in run.recs:
             lines += rec_lines(host, namer, rec)
     return "\n".join(lines) + "\n"
