@@ -1098,12 +1098,15 @@ def _cmd_apis(args: argparse.Namespace) -> int:
         out = rep.apis_json(res)
         out["trace_files"] = files
         if cr is not None:
-            out["credit"] = rep.credit_json(cr)
+            out["credit"] = {**rep.credit_json(cr), "interleave": False}
         print(dumps(envelope("apis", out, config=config_json(config))))
     else:
         print(rep.apis_text(res, details=args.verbose))
         if cr is not None:
             print()
+            if args.interleave:  # said, not silently dropped: credit runs are atomic
+                print("feature credit: helpers run atomically here (--interleave applies "
+                      "to the table above)")
             print(rep.credit_table(cr))
         if files:
             print(f"\nwrote {len(files)} trace file(s) under {args.trace_out}")

@@ -233,3 +233,17 @@ def test_cli_interleave(capsys: pytest.CaptureFixture[str]) -> None:
     assert "split in helpers; symmetry reduction off there" in text
     rc = main(["apis", "--config", "tiny", "--variant", "helpers", "--class", "13", "-q"])
     assert "interleaved" not in capsys.readouterr().out
+
+
+def test_credit_with_interleave_says_it_runs_atomically(capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """``--credit`` keeps the helpers atomic; with ``--interleave`` the output says so
+    (text and JSON) instead of dropping the flag silently."""
+    args = ["apis", "--config", "tiny", "--variant", "helpers", "--credit", "--interleave",
+            "-q"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "feature credit: helpers run atomically here (--interleave applies" in out
+    assert main([*args, "--json"]) == 0
+    js = json.loads(capsys.readouterr().out)
+    assert js["interleave"] is True and js["credit"]["interleave"] is False
