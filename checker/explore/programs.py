@@ -89,8 +89,9 @@ CONFIG_COVERS: dict[str, str] = {
                "REMOVE succeed; a guest's ACCEPT needs a fifth page and never does), two "
                "CPUs (a host call next to a running vCPU)",
     "large": "two TDs, two vCPUs, two private HKIDs, 6 pages, two GPAs: two vCPUs of one TD "
-             "and two guest pages; its exploration takes longer than ten minutes on a 2-core "
-             "machine (give --max-states or --time-limit)",
+             "and two guest pages; its exploration does not finish on a 2-core, 24 GB "
+             "machine (projected 5 x 10^8 states or more: give --max-states or --time-limit); "
+             "'tdxcheck prove --config large' proves its invariants by induction",
 }
 
 CONFIG_KEYS = ("tds", "vps", "pages", "gpas")
