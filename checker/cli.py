@@ -231,12 +231,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
             order = Symmetry(run.prog.engine.layout).group_order
         print(f"verdict: {r.verdict}" + (f" ({r.reason})" if r.reason else ""))
+        # the run's ablations, as the commands it names (replay, prove) take them
+        abl = "".join(f" --ablate {shlex.quote(a)}" for a in args.ablate)
         if r.verdict == "incomplete" and config is not None:
             # the same invariants of the same host, at every depth, by the other engine
             cmd = " ".join(["tdxcheck prove --config", shlex.quote(args.config),
                             *(shlex.quote(f"{k}={v}") for k, v in overrides),
-                            *(["--faults"] if args.faults else []),
-                            *(f"--ablate {shlex.quote(a)}" for a in args.ablate)])
+                            *(["--faults"] if args.faults else [])]) + abl
             print(f"  for a verdict at every depth: {cmd} (induction over the same "
                   "invariants; exit 0 = they hold in every reachable state)")
         print(f"states: {r.states:,} (symmetry {'on' if order else 'off'}), transitions: "
@@ -246,7 +247,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
             print(f"fingerprints: 64-bit; chance that a collision hid a state "
                   f"<= {r.fingerprint_collision_probability:.2e}")
         for i, (cx, labels) in enumerate(zip(r.violations, run.labels, strict=True)):
-            abl = "".join(f" --ablate {a}" for a in args.ablate)
             repro = (f"tdxcheck replay {run.files[i][0]}{abl}" if run.files
                      else "rerun with --trace-out DIR to get a replayable .tdx")
             print()

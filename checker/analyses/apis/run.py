@@ -387,7 +387,7 @@ def explore_variant(variant: Variant, config: Config, *, faults: bool = False,
             sj = unpack(kj)
             for ci in sorted(todo):
                 for eid, guard, fn, cf in cands.get(ci, ()):
-                    if guard is not None and guard(sj) >= 0 or not host.host_may(sj, eid):
+                    if (guard is not None and guard(sj) >= 0) or not host.host_may(sj, eid):
                         continue
                     if cf(sj) < 0:
                         continue
